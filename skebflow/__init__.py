@@ -1,0 +1,15 @@
+"""skebflow: energy-based normalizing flows trained by score matching, for scikit-learn.
+
+The package splits the log-density of a normalizing flow into an energy, which
+training touches, and a log-normalizer made of the log-determinants of the linear
+layers, which is computed once after training.
+
+References
+----------
+.. [1] C.-H. Chao, W.-F. Sun, Y.-C. Hsu, Z. Kira, C.-Y. Lee, "Training Energy-Based
+   Normalizing Flow with Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267.
+"""
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["__version__"]

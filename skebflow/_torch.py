@@ -1,0 +1,168 @@
+"""Devices, dtypes, generators and array/tensor conversion (no modelling here)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = [
+    "as_tensor",
+    "make_generator",
+    "resolve_device",
+    "seed_from_random_state",
+    "to_numpy",
+]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Turn a device specification into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"`` or ``None`` choose CUDA when it is available and the CPU otherwise;
+        any other value is passed to :class:`torch.device`.
+
+    Returns
+    -------
+    torch.device
+        The resolved device.
+
+    Raises
+    ------
+    ValueError
+        If the string names no device torch knows, or CUDA is asked for but absent.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a device torch knows: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+    return resolved
+
+
+def seed_from_random_state(random_state: object) -> int:
+    """Draw a 63-bit seed from a scikit-learn style ``random_state``.
+
+    Parameters
+    ----------
+    random_state : None, int or numpy.random.Generator or numpy.random.RandomState
+        ``None`` draws fresh entropy (never the global numpy state); an integer is used
+        as it is; a numpy generator or RandomState is advanced by one draw.
+
+    Returns
+    -------
+    int
+        A non-negative seed.
+
+    Examples
+    --------
+    >>> seed_from_random_state(3)
+    3
+    """
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    raise ValueError(
+        f"random_state={random_state!r} cannot be used to seed a new random generator."
+    )
+
+
+def make_generator(random_state: object, device: torch.device | str = "cpu") -> torch.Generator:
+    """Create a local :class:`torch.Generator` seeded from ``random_state``.
+
+    The global torch and numpy generators are never touched.
+
+    Parameters
+    ----------
+    random_state : None, int, numpy.random.Generator or numpy.random.RandomState
+        See :func:`seed_from_random_state`.
+    device : torch.device or str, default="cpu"
+        The device the generator draws on.
+
+    Returns
+    -------
+    torch.Generator
+        A seeded generator.
+
+    Examples
+    --------
+    >>> g = make_generator(0)
+    >>> torch.randn(2, generator=g).shape
+    torch.Size([2])
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed_from_random_state(random_state))
+    return generator
+
+
+def as_tensor(
+    array: object,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Convert an array-like to a contiguous tensor of the given dtype and device.
+
+    Parameters
+    ----------
+    array : array-like
+        Numeric data.
+    dtype : torch.dtype, default=torch.float64
+        Target dtype.
+    device : torch.device or str, default="cpu"
+        Target device.
+
+    Returns
+    -------
+    torch.Tensor
+        The converted tensor (no copy where none is needed).
+
+    Examples
+    --------
+    >>> as_tensor([[1, 2]]).dtype
+    torch.float64
+    """
+    if isinstance(array, torch.Tensor):
+        return array.to(device=device, dtype=dtype).contiguous()
+    return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
+
+def to_numpy(tensor: torch.Tensor, dtype: type = np.float64) -> np.ndarray:
+    """Detach a tensor, move it to the CPU and return a numpy array of ``dtype``.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+        Any tensor.
+    dtype : numpy dtype, default=numpy.float64
+        Output dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values as a numpy array.
+
+    Examples
+    --------
+    >>> to_numpy(torch.ones(2))
+    array([1., 1.])
+    """
+    return tensor.detach().cpu().numpy().astype(dtype, copy=False)
