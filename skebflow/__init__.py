@@ -12,4 +12,6 @@ References
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+from skebflow.estimator import EBFlowDensity
+
+__all__ = ["EBFlowDensity", "__version__"]

@@ -1,0 +1,530 @@
+"""``EBFlowDensity``: the scikit-learn estimator (the only place where sklearn meets torch).
+
+References
+----------
+.. [1] C.-H. Chao, W.-F. Sun, Y.-C. Hsu, Z. Kira, C.-Y. Lee, "Training Energy-Based
+   Normalizing Flow with Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
+
+from skebflow._torch import as_tensor, resolve_device, seed_from_random_state, to_numpy
+from skebflow.architectures import ARCHITECTURES
+from skebflow.flow import EnergyFlow
+from skebflow.objectives import OBJECTIVES
+from skebflow.preprocessing import make_preprocessing
+from skebflow.training import TrainConfig, train
+
+__all__ = ["EBFlowDensity"]
+
+#: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
+AUTO_COUPLING_MAX_FEATURES = 128
+#: Default number of blocks per architecture when ``n_blocks=None``.
+DEFAULT_BLOCKS = {"fc": 2, "coupling": 4}
+#: Rows per batch at inference (bounded memory for large X).
+INFERENCE_BATCH = 8192
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class EBFlowDensity(DensityMixin, BaseEstimator):
+    r"""Density estimation with an energy-based normalizing flow trained by score matching.
+
+    The flow's log-density splits into an energy, which training touches, and a
+    log-normalizer made of the log-determinants of its linear layers, which is computed
+    once after training. Score-matching objectives need only the energy's input
+    gradient, so training never computes a determinant and the dense layers are
+    unconstrained. ``score_samples`` returns exactly normalized log-densities in the
+    units of ``X``.
+
+    Parameters
+    ----------
+    architecture : {"auto", "fc", "coupling"}, default="auto"
+        Flow family. ``"coupling"`` is ``n_blocks`` × [ActNorm → Dense → affine coupling]
+        → Dense; ``"fc"`` is the paper's Dense → smooth leaky ReLU → Dense stack.
+        ``"auto"`` picks ``"coupling"`` up to 128 features and ``"fc"`` above.
+    n_blocks : int or None, default=None
+        Number of blocks (``None``: 4 for coupling, 2 for fc).
+    hidden_features : int, default=64
+        Width of the two hidden layers of each coupling's conditioner.
+    image_shape : tuple of int or None, default=None
+        ``(channels, height, width)`` of image data, for the convolutional
+        architectures (reserved; tabular architectures ignore it).
+    objective : {"auto", "ml", "sml", "sm", "ssm", "dsm", "fdssm"}, default="auto"
+        Training objective: maximum likelihood, sampling-based ML, exact, sliced,
+        denoising or finite-difference sliced score matching. ``"auto"`` is ``"ssm"``.
+    noise_scale : float, default=0.1
+        Noise standard deviation of ``"dsm"`` (in preprocessed units).
+    fd_epsilon : float, default=0.1
+        Radius of the finite-difference perturbation of ``"fdssm"``.
+    n_slices : int, default=1
+        Random projections per sample for ``"ssm"``.
+    preprocessing : {"standardize", "logit"} or None, default="standardize"
+        Map applied outside the flow (Match after Preprocessing); its log-Jacobian is
+        added back, so densities stay in the units of ``X``.
+    bounds : tuple of (float, float) or None, default=None
+        Box ``(low, high)`` of the data for ``preprocessing="logit"``; inferred from the
+        training data when ``None``.
+    dequantize : bool, default=False
+        Treat ``X`` as integer-valued: uniform noise in training, the cell centre
+        ``x + 0.5`` when scoring.
+    learning_rate : float, default=1e-3
+        Adam step size.
+    batch_size : int, default=128
+        Minibatch size.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the data, monitor its exact log-likelihood
+        every epoch, stop after ``n_iter_no_change`` epochs without improvement and keep
+        the best epoch's weights. Needs at least 2 validation samples; with fewer the
+        training loss is monitored instead.
+    validation_fraction : float, default=0.1
+        Fraction held out for early stopping.
+    n_iter_no_change : int, default=10
+        Patience, in epochs.
+    tol : float, default=1e-4
+        Minimum improvement of the monitored quantity.
+    ema_decay : float or None, default=0.999
+        Exponential moving average of the weights; the averaged weights are validated,
+        kept and used. ``None`` or 0 disables it.
+    max_grad_norm : float or None, default=10.0
+        Gradient-norm clipping threshold.
+    training_dtype : {"float32", "float64"}, default="float32"
+        Precision of training; inference always runs in float64.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    random_state : int, RandomState instance or None, default=None
+        Seeds one local torch generator used for initialization, the validation split,
+        shuffling and objective noise; the global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar, 2 a line per epoch.
+    warm_start : bool, default=False
+        Continue from the previous solution (and its preprocessing) when refitting.
+
+    Attributes
+    ----------
+    flow_ : EnergyFlow
+        The trained flow (EMA weights of the best epoch), float64.
+    preprocessing_ : Chain
+        The fitted preprocessing.
+    log_normalizer_ : float
+        :math:`\log Z` of ``flow_``, computed once after training.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit (only when ``X`` has string column names).
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_scores_ : list of float
+        Held-out mean log-likelihood per epoch (in the units of ``X``), empty without
+        early stopping.
+    n_skipped_steps_ : int
+        Optimizer steps skipped because the loss or a gradient was not finite.
+    objective_ : str
+        The objective used (``"auto"`` resolved).
+    architecture_ : str
+        The architecture used (``"auto"`` resolved).
+    device_ : torch.device
+        Where the flow lives.
+
+    See Also
+    --------
+    sklearn.neighbors.KernelDensity : Kernel density estimation.
+    sklearn.mixture.GaussianMixture : Gaussian mixture model.
+
+    References
+    ----------
+    .. [1] C.-H. Chao et al., "Training Energy-Based Normalizing Flow with
+       Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow import EBFlowDensity
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> est = EBFlowDensity(max_iter=5, random_state=0).fit(X)
+    >>> est.score_samples(X[:3]).shape
+    (3,)
+    >>> est.sample(4, random_state=0).shape
+    (4, 2)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "architecture": [StrOptions({"auto", *ARCHITECTURES})],
+        "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden_features": [Interval(Integral, 1, None, closed="left")],
+        "image_shape": [tuple, None],
+        "objective": [StrOptions({"auto", *OBJECTIVES})],
+        "noise_scale": [Interval(Real, 0, None, closed="neither")],
+        "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_slices": [Interval(Integral, 1, None, closed="left")],
+        "preprocessing": [StrOptions({"standardize", "logit"}), None],
+        "bounds": [tuple, list, None],
+        "dequantize": ["boolean"],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "ema_decay": [Interval(Real, 0, 1, closed="left"), None],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "training_dtype": [StrOptions(set(_DTYPES))],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        architecture: str = "auto",
+        n_blocks: int | None = None,
+        hidden_features: int = 64,
+        image_shape: tuple[int, ...] | None = None,
+        objective: str = "auto",
+        noise_scale: float = 0.1,
+        fd_epsilon: float = 0.1,
+        n_slices: int = 1,
+        preprocessing: str | None = "standardize",
+        bounds: tuple[float, float] | None = None,
+        dequantize: bool = False,
+        learning_rate: float = 1e-3,
+        batch_size: int = 128,
+        max_iter: int = 200,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        ema_decay: float | None = 0.999,
+        max_grad_norm: float | None = 10.0,
+        training_dtype: str = "float32",
+        device: str | torch.device = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
+        self.architecture = architecture
+        self.n_blocks = n_blocks
+        self.hidden_features = hidden_features
+        self.image_shape = image_shape
+        self.objective = objective
+        self.noise_scale = noise_scale
+        self.fd_epsilon = fd_epsilon
+        self.n_slices = n_slices
+        self.preprocessing = preprocessing
+        self.bounds = bounds
+        self.dequantize = dequantize
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.ema_decay = ema_decay
+        self.max_grad_norm = max_grad_norm
+        self.training_dtype = training_dtype
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ fitting
+    def _resolve(self, n_features: int) -> tuple[str, str]:
+        architecture = self.architecture
+        if architecture == "auto":
+            architecture = "coupling" if n_features <= AUTO_COUPLING_MAX_FEATURES else "fc"
+        objective = "ssm" if self.objective == "auto" else self.objective
+        return architecture, objective
+
+    def _build_flow(
+        self, architecture: str, n_features: int, generator: torch.Generator
+    ) -> EnergyFlow:
+        n_blocks = self.n_blocks if self.n_blocks is not None else DEFAULT_BLOCKS[architecture]
+        options: dict = {"n_blocks": n_blocks, "generator": generator}
+        if architecture == "coupling":
+            options["hidden_features"] = self.hidden_features
+        return ARCHITECTURES[architecture](n_features, **options)
+
+    def _loss_fn(self, objective: str) -> Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]:
+        options: dict = {
+            "ssm": {"n_slices": self.n_slices},
+            "dsm": {"noise_scale": self.noise_scale},
+            "fdssm": {"fd_epsilon": self.fd_epsilon},
+        }.get(objective, {})
+        function = OBJECTIVES[objective]
+
+        def loss(flow: EnergyFlow, y: Tensor, generator: torch.Generator) -> Tensor:
+            return function(flow, y, generator=generator, **options)
+
+        return loss
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: object, y: object = None) -> EBFlowDensity:
+        """Fit the flow to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; at least 2 samples.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : EBFlowDensity
+            The fitted estimator.
+        """
+        warm = self.warm_start and hasattr(self, "flow_")
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
+        )
+        n_samples, n_features = X.shape
+        architecture, objective = self._resolve(n_features)
+        device = resolve_device(self.device)
+        dtype = _DTYPES[self.training_dtype]
+        seed = seed_from_random_state(self.random_state)
+        cpu_generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed + 1)
+
+        x_all = as_tensor(X, dtype=torch.float64)
+        n_val = math.floor(self.validation_fraction * n_samples) if self.early_stopping else 0
+        if n_val < 2 or n_samples - n_val < 2:
+            n_val = 0
+        order = torch.randperm(n_samples, generator=cpu_generator)
+        x_train, x_val = x_all[order[n_val:]], x_all[order[:n_val]]
+
+        if warm:
+            chain = self.preprocessing_
+            chain.check(x_all.to(self.device_))
+            chain = chain.to(device=device, dtype=torch.float64)
+            flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype)
+        else:
+            chain = make_preprocessing(
+                self.preprocessing, bounds=_bounds(self.bounds), dequantize=self.dequantize
+            )
+            chain = chain.fit(x_train).to(device=device, dtype=torch.float64)
+            flow = self._build_flow(architecture, n_features, cpu_generator).to(
+                device=device, dtype=dtype
+            )
+        chain.check(x_all.to(device))
+
+        x_train, x_val = x_train.to(device), x_val.to(device)
+        if self.dequantize:
+            train_data = x_train
+
+            def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
+                return chain.forward(chain.augment(batch, gen))[0].to(dtype)
+
+        else:
+            with torch.no_grad():
+                train_data = chain.forward(x_train)[0].to(dtype)
+            prepare = None
+        score_fn = None
+        if n_val:
+            with torch.no_grad():
+                y_val, ladj_val = chain.forward(x_val)
+                y_val, offset = y_val.to(dtype), float(ladj_val.mean())
+
+            def score_fn(model: EnergyFlow) -> float:
+                with torch.no_grad():
+                    return float(model.log_prob(y_val).mean()) + offset
+
+        config = TrainConfig(
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            max_iter=self.max_iter,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            ema_decay=self.ema_decay or None,
+            max_grad_norm=self.max_grad_norm,
+            verbose=int(self.verbose),
+        )
+        result = train(
+            flow,
+            self._loss_fn(objective),
+            train_data,
+            config=config,
+            generator=generator,
+            prepare=prepare,
+            score_fn=score_fn,
+        )
+        self.flow_ = result.flow.to(torch.float64).requires_grad_(False).eval()
+        self.preprocessing_ = chain
+        self.device_ = device
+        self.architecture_, self.objective_ = architecture, objective
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        self.validation_scores_ = result.validation_scores
+        self.n_skipped_steps_ = result.n_skipped_steps
+        self.best_iteration_ = result.best_epoch
+        with torch.no_grad():
+            self.log_normalizer_ = float(self.flow_.log_normalizer())
+        if not math.isfinite(self.log_normalizer_):
+            raise FloatingPointError(
+                "The trained flow has a singular linear layer (log-normalizer "
+                f"{self.log_normalizer_}); try a lower learning_rate or another objective."
+            )
+        if result.n_skipped_steps:
+            warnings.warn(
+                f"{result.n_skipped_steps} of {result.n_steps + result.n_skipped_steps} "
+                "training steps had a non-finite loss or gradient and were skipped.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if not result.converged and not result.interrupted and result.n_iter == self.max_iter:
+            warnings.warn(
+                f"EBFlowDensity stopped after max_iter={self.max_iter} epochs without "
+                "converging; consider increasing max_iter.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def _check_input(self, X: object) -> Tensor:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        x = as_tensor(X, dtype=torch.float64, device=self.device_)
+        self.preprocessing_.check(x)
+        return x
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        y, ladj = self.preprocessing_.forward(x)
+        log_z = torch.as_tensor(self.log_normalizer_, dtype=torch.float64, device=x.device)
+        return self.flow_.log_prob(y, log_z) + ladj
+
+    def score_samples(self, X: object) -> np.ndarray:
+        r"""Return the log-density of each sample, in the units of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            :math:`\log p(x)`, float64; exactly normalized over the space of ``X``.
+        """
+        x = self._check_input(X)
+        with torch.no_grad():
+            parts = [self._log_prob(chunk) for chunk in x.split(INFERENCE_BATCH)]
+        return to_numpy(torch.cat(parts))
+
+    def score(self, X: object, y: object = None) -> float:
+        """Return the mean log-likelihood per sample (GaussianMixture's convention).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+            Mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def score_gradient(self, X: object) -> np.ndarray:
+        r"""Return :math:`\nabla_x \log p(x)` in the units of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The score function.
+        """
+        x = self._check_input(X)
+        parts = []
+        for chunk in x.split(INFERENCE_BATCH):
+            with torch.enable_grad():
+                chunk = chunk.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self._log_prob(chunk).sum(), chunk)
+            parts.append(grad)
+        return to_numpy(torch.cat(parts))
+
+    def sample(self, n_samples: int = 1, random_state: object = None) -> np.ndarray:
+        """Draw exact samples by inverting the flow.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds a local generator; the global RNGs are never touched.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The samples (only ``X``, as :meth:`KernelDensity.sample`).
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        generator = torch.Generator(device=self.device_)
+        generator.manual_seed(seed_from_random_state(random_state))
+        with torch.no_grad():
+            y = self.flow_.sample(int(n_samples), generator=generator)
+            x = self.preprocessing_.inverse(y)
+        return to_numpy(x)
+
+    # ------------------------------------------------------------ sklearn glue
+    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "flow_" in state:
+            state = dict(state)
+            state["flow_"] = copy.deepcopy(self.flow_).cpu()
+            state["preprocessing_"] = copy.deepcopy(self.preprocessing_).cpu()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "flow_" in state:
+            device = self.device_
+            if device.type == "cuda" and not torch.cuda.is_available():
+                device = torch.device("cpu")
+            self.device_ = device
+            self.flow_ = self.flow_.to(device)
+            self.preprocessing_ = self.preprocessing_.to(device)
+
+
+def _bounds(bounds: object) -> tuple | None:
+    if bounds is None:
+        return None
+    if len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}.")
+    return tuple(bounds)
