@@ -142,7 +142,10 @@ def as_tensor(
     """
     if isinstance(array, torch.Tensor):
         return array.to(device=device, dtype=dtype).contiguous()
-    return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch cannot wrap read-only memory (e.g. a memmap)
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device)
 
 
 def to_numpy(tensor: torch.Tensor, dtype: type = np.float64) -> np.ndarray:

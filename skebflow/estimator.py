@@ -318,7 +318,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             chain = self.preprocessing_
             chain.check(x_all.to(self.device_))
             chain = chain.to(device=device, dtype=torch.float64)
-            flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype)
+            flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
         else:
             chain = make_preprocessing(
                 self.preprocessing, bounds=_bounds(self.bounds), dequantize=self.dequantize

@@ -256,7 +256,8 @@ def train(
                 if config.max_grad_norm is not None:
                     scale = min(1.0, config.max_grad_norm / (float(norm) + 1e-12))
                     if scale < 1.0:
-                        torch._foreach_mul_([p.grad for p in parameters], scale)
+                        grads = [p.grad for p in parameters if p.grad is not None]
+                        torch._foreach_mul_(grads, scale)
                 optimizer.step()
                 if ema is not None:
                     ema.update()
@@ -278,14 +279,14 @@ def train(
                 result.validation_scores.append(value)
             else:
                 value = -mean_loss
-            if value > best_value + config.tol:
-                stall = 0
+            # The stall count needs an improvement larger than tol; the kept snapshot is
+            # the best epoch itself (as in scikit-learn's MLP early stopping).
+            stall = 0 if value > best_value + config.tol else stall + 1
+            if value > best_value:
+                best_value = value
                 if score_fn is not None:
                     result.best_epoch = epoch
                     best_state = copy.deepcopy(kept.state_dict())
-            else:
-                stall += 1
-            best_value = max(best_value, value)
             if config.verbose >= 2:
                 extra = f", validation {value:.4f}" if score_fn is not None else ""
                 print(

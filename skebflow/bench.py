@@ -1,0 +1,360 @@
+"""Benchmarks: ``python -m skebflow bench {speed,nll} [options]``.
+
+``speed``
+    Time per training step of every objective on the paper's FC flow (batch 100) at
+    several dimensions, as ratios to maximum likelihood and to the floor (a step whose
+    loss is the mean energy); see :mod:`skebflow.bench_speed`.
+``nll``
+    Held-out NLL of every objective against ML, KernelDensity and GaussianMixture on
+    known-density teacher data, the 2-D toys and the 8×8 digits; see
+    :mod:`skebflow.bench_nll`.
+
+Each writes ``<name>.json`` (machine, command, configuration, every measurement),
+``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
+into ``--output``. ``--quick`` runs a smoke test in seconds.
+
+Examples
+--------
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     main(["speed", "--quick", "--no-plot", "--output", folder, "--log", "quiet"])
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+from threadpoolctl import threadpool_limits
+
+from skebflow._torch import resolve_device
+from skebflow.bench_nll import NLL_OBJECTIVES, make_tasks, run_nll, summarize
+from skebflow.bench_speed import SPEED_OBJECTIVES, run_speed
+
+__all__ = ["main", "nll_markdown", "speed_markdown"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ------------------------------------------------------------------------------ helpers
+def _machine(device: torch.device) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if "model name" in line]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "device": str(device),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Limit torch's and the BLAS libraries' (numpy, scikit-learn) CPU threads to ``n``."""
+    previous = torch.get_num_threads()
+    if n is None:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _write(folder: Path, name: str, payload: dict, markdown: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    payload["machine"]["load_average_end"] = (
+        list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    )
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+
+
+# --------------------------------------------------------------------------- markdown
+def speed_markdown(records: list[dict]) -> str:
+    """Render ``bench speed`` records as one markdown table per dimension.
+
+    Parameters
+    ----------
+    records : list of dict
+        From :func:`skebflow.bench_speed.run_speed`.
+
+    Returns
+    -------
+    str
+        Markdown text.
+
+    Examples
+    --------
+    >>> print(speed_markdown([{"features": 4, "objective": "ml", "median_ms": 2.0,
+    ...     "q25_ms": 1.5, "q75_ms": 2.5, "speedup_vs_ml": 1.0, "ratio_to_floor": 2.0,
+    ...     "error": None}]).splitlines()[-1])
+    | ml | 2.00 | 1.50–2.50 | 1.00× | 2.00 |
+    """
+    lines: list[str] = []
+    for d in dict.fromkeys(r["features"] for r in records):
+        lines += [
+            f"### D = {d}",
+            "",
+            "| objective | ms/step (median) | IQR (ms) | speed-up vs ML | ÷ floor |",
+            "|---|---|---|---|---|",
+        ]
+        for r in (r for r in records if r["features"] == d):
+            if r["error"]:
+                lines.append(f"| {r['objective']} | failed: {r['error'][:60]} | | | |")
+                continue
+            iqr = f"{_fmt(r['q25_ms'])}–{_fmt(r['q75_ms'])}"
+            lines.append(
+                f"| {r['objective']} | {_fmt(r['median_ms'])} | {iqr} | "
+                f"{_fmt(r['speedup_vs_ml'])}× | {_fmt(r['ratio_to_floor'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+_GROUP_METRIC = {
+    "teacher": ("excess_per_dim", "excess NLL over the true density, nats per dimension", 4),
+    "toys": ("excess", "excess NLL over the true density, nats per sample", 3),
+    "digits": ("nll", "NLL of the dequantized density, nats per image", 1),
+}
+
+
+def _cell(entry: dict | None, metric: str, digits: int) -> str:
+    if entry is None:
+        return ""
+    if not entry["n_ok"]:
+        return f"failed ({entry['errors'][0].split(':')[0] if entry['errors'] else '?'})"
+    text = f"{_fmt(entry[f'{metric}_mean'], digits)} ± {_fmt(entry[f'{metric}_std'], digits)}"
+    return text + (f" ({entry['n_failed']} failed)" if entry["n_failed"] else "")
+
+
+def nll_markdown(summary: list[dict]) -> str:
+    """Render ``bench nll`` summaries as one markdown table per group of data sets.
+
+    Parameters
+    ----------
+    summary : list of dict
+        From :func:`skebflow.bench_nll.summarize`.
+
+    Returns
+    -------
+    str
+        Markdown text: mean ± standard deviation over seeds; for digits also bits/dim
+        and the NLL at cell centres; then epochs and fit time per method.
+    """
+    lines: list[str] = []
+    for group, (metric, title, digits) in _GROUP_METRIC.items():
+        rows = [s for s in summary if s["group"] == group]
+        if not rows:
+            continue
+        tasks = list(dict.fromkeys(s["task"] for s in rows))
+        methods = list(dict.fromkeys(s["method"] for s in rows))
+        find = {(s["task"], s["method"]): s for s in rows}
+        extra = ["bits/dim", "NLL at cell centres"] if group == "digits" else []
+        lines += [f"### {group}: {title} (mean ± std over seeds)", ""]
+        lines.append("| method | " + " | ".join(tasks + extra) + " |")
+        lines.append("|---" * (1 + len(tasks) + len(extra)) + "|")
+        for method in methods:
+            cells = [_cell(find.get((t, method)), metric, digits) for t in tasks]
+            if group == "digits":
+                entry = find.get((tasks[0], method))
+                cells += [_cell(entry, "bits_per_dim", 3), _cell(entry, "nll_centre", 1)]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", "Epochs run (mean) and wall time per fit (s):", ""]
+        lines.append("| method | " + " | ".join(tasks) + " |")
+        lines.append("|---" * (1 + len(tasks)) + "|")
+        for method in methods:
+            cells = []
+            for t in tasks:
+                s = find.get((t, method))
+                epochs = (
+                    "" if s is None or s["n_iter_mean"] is None else f"{s['n_iter_mean']:.0f} ep, "
+                )
+                cells.append("" if s is None else f"{epochs}{s['fit_seconds_mean']:.1f} s")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ plot
+def _plot_speed(records: list[dict], path: Path, log: Callable[[str], None]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: skipping the plot (pip install matplotlib).")
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    objectives = list(dict.fromkeys(r["objective"] for r in records))
+    dims = list(dict.fromkeys(r["features"] for r in records))
+    width = 0.8 / max(len(objectives), 1)
+    for k, name in enumerate(objectives):
+        ok = [r for r in records if r["objective"] == name and r["median_ms"] is not None]
+        left.plot([r["features"] for r in ok], [r["median_ms"] for r in ok], "o-", label=name)
+        ratios = {r["features"]: r["ratio_to_floor"] for r in ok}
+        xs = [i + (k - (len(objectives) - 1) / 2) * width for i in range(len(dims))]
+        right.bar(xs, [ratios.get(d) or 0.0 for d in dims], width, label=name)
+    left.set(xscale="log", yscale="log", xlabel="D", ylabel="ms per training step")
+    left.set_title("Time per step (FC flow, batch 100; median)")
+    left.legend()
+    right.set_xticks(range(len(dims)), [f"D={d}" for d in dims])
+    right.set(yscale="log", ylabel="time ÷ floor")
+    right.axhline(1.0, color="black", linewidth=0.8)
+    right.set_title("Ratio to the floor (mean-energy step)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------ subcommands
+def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    device = resolve_device(args.device)
+    features = [8, 32] if args.quick else args.features
+    repeats, steps, warmup = (1, 1, 1) if args.quick else (args.repeats, args.steps, args.warmup)
+    with _threads(args.threads):
+        machine = _machine(device)
+        records = run_speed(
+            features,
+            objectives=tuple(args.objectives),
+            repeats=repeats,
+            steps_per_round=steps,
+            warmup=warmup,
+            device=device,
+            dtype=_DTYPES[args.dtype],
+            log=log,
+        )
+    config = {"features": features, "repeats": repeats, "steps_per_round": steps}
+    config.update(warmup=warmup, batch_size=100, n_blocks=2, dtype=args.dtype, quick=args.quick)
+    payload = {"benchmark": "speed", "command": sys.argv, "machine": machine, "config": config}
+    payload["results"] = records
+    folder = Path(args.output)
+    _write(folder, "speed", payload, speed_markdown(records))
+    if not args.no_plot:
+        _plot_speed(records, folder / "speed.png", log)
+    log(f"wrote {folder / 'speed.json'} and {folder / 'speed.md'}")
+    return 0
+
+
+def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    device = resolve_device(args.device)
+    groups = ("teacher", "toys", "digits") if args.datasets is None else tuple(args.datasets)
+    tasks = make_tasks(
+        groups=groups,
+        teacher_features=(4,) if args.quick else tuple(args.teacher_features),
+        toys=("sine",) if args.quick else tuple(args.toys),
+        quick=args.quick,
+        max_iter=args.max_iter,
+    )
+    seeds = (0,) if args.quick else tuple(range(args.seeds))
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(device)
+        records = run_nll(
+            tasks,
+            objectives=tuple(args.objectives),
+            seeds=seeds,
+            baselines=not args.no_baselines,
+            device=str(device),
+            dtype=args.dtype,
+            log=log,
+        )
+    summary = summarize(records)
+    config = {"tasks": [{"name": t.name, "params": t.params} for t in tasks], "seeds": seeds}
+    config.update(quick=args.quick, dtype=args.dtype, seconds=time.perf_counter() - start)
+    payload = {"benchmark": "nll", "command": sys.argv, "machine": machine, "config": config}
+    payload.update(summary=summary, runs=records)
+    folder = Path(args.output)
+    _write(folder, "nll", payload, nll_markdown(summary))
+    log(f"wrote {folder / 'nll.json'} and {folder / 'nll.md'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m skebflow bench", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    commands = parser.add_subparsers(dest="command", required=True)
+    speed = commands.add_parser("speed", help="time per training step of every objective")
+    nll = commands.add_parser("nll", help="held-out NLL of every objective and baselines")
+    for sub, default_threads in ((speed, None), (nll, 1)):
+        sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
+        sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+        sub.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+        sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+        sub.add_argument(
+            "--threads",
+            type=int,
+            default=default_threads,
+            help=f"torch CPU threads during the run (default: {default_threads or 'torch'})",
+        )
+        sub.add_argument("--log", choices=("print", "quiet"), default="print")
+    speed.add_argument("--features", type=int, nargs="+", default=[256, 784, 3072])
+    speed.add_argument("--objectives", nargs="+", default=list(SPEED_OBJECTIVES))
+    speed.add_argument("--repeats", type=int, default=10, help="interleaved rounds")
+    speed.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    speed.add_argument("--warmup", type=int, default=3, help="untimed steps per objective")
+    speed.add_argument("--no-plot", action="store_true")
+    nll.add_argument("--datasets", nargs="+", choices=("teacher", "toys", "digits"))
+    nll.add_argument("--objectives", nargs="+", default=list(NLL_OBJECTIVES))
+    nll.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    nll.add_argument("--teacher-features", type=int, nargs="+", default=[16, 64])
+    nll.add_argument("--toys", nargs="+", default=["sine", "swirl", "checkerboard"])
+    nll.add_argument("--max-iter", type=int, default=None, help="override the epoch budgets")
+    nll.add_argument("--no-baselines", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a benchmark from command-line arguments.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        Arguments after ``bench`` (``sys.argv[1:]`` when ``None``), e.g.
+        ``["speed", "--features", "784", "--output", "out"]``.
+
+    Returns
+    -------
+    int
+        The exit status (0 on success).
+    """
+    args = _parser().parse_args(argv)
+    log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
+    return _speed(args, log) if args.command == "speed" else _nll(args, log)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
