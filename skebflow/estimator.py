@@ -34,6 +34,10 @@ __all__ = ["EBFlowDensity"]
 
 #: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
 AUTO_COUPLING_MAX_FEATURES = 128
+#: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
+#: by maximum likelihood, whose determinants are cheap there and whose held-out likelihood
+#: was the best in the defaults study (docs/defaults.md).
+AUTO_SSM_MIN_FEATURES = 512
 #: Default number of blocks per architecture when ``n_blocks=None``.
 DEFAULT_BLOCKS = {"fc": 2, "coupling": 4}
 #: Rows per batch at inference (bounded memory for large X).
@@ -66,7 +70,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         architectures (reserved; tabular architectures ignore it).
     objective : {"auto", "ml", "sml", "sm", "ssm", "dsm", "fdssm"}, default="auto"
         Training objective: maximum likelihood, sampling-based ML, exact, sliced,
-        denoising or finite-difference sliced score matching. ``"auto"`` is ``"ssm"``.
+        denoising or finite-difference sliced score matching. ``"auto"`` is ``"ml"``
+        below 512 features, where determinants are cheap and maximum likelihood gave the
+        best held-out likelihood in the defaults study, and ``"ssm"`` from 512 on, where
+        the determinants dominate a maximum-likelihood step.
     noise_scale : float, default=0.1
         Noise standard deviation of ``"dsm"`` (in preprocessed units).
     fd_epsilon : float, default=0.1
@@ -254,7 +261,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         architecture = self.architecture
         if architecture == "auto":
             architecture = "coupling" if n_features <= AUTO_COUPLING_MAX_FEATURES else "fc"
-        objective = "ssm" if self.objective == "auto" else self.objective
+        objective = self.objective
+        if objective == "auto":
+            objective = "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
         return architecture, objective
 
     def _build_flow(
