@@ -1,0 +1,53 @@
+"""Slow learning checks (``pytest -m slow``): the estimator against scikit-learn's baselines."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KernelDensity
+
+from skebflow import EBFlowDensity
+from skebflow.datasets import make_toy, toy_log_density
+
+pytestmark = pytest.mark.slow
+
+
+def _baselines(X: np.ndarray, X_test: np.ndarray) -> tuple[float, float]:
+    gmm = GaussianMixture(n_components=8, random_state=0).fit(X).score(X_test)
+    grid = {"bandwidth": np.logspace(-1.5, 0.5, 15)}
+    kde = GridSearchCV(KernelDensity(), grid, cv=3).fit(X).best_estimator_
+    return gmm, float(np.mean(kde.score_samples(X_test)))
+
+
+def test_flow_beats_gaussian_mixture_and_tuned_kde_on_rings():
+    X = make_toy("rings", 3000, random_state=0)
+    X_test = make_toy("rings", 5000, random_state=1)
+    truth = float(np.mean(toy_log_density("rings", X_test)))
+    gmm, kde = _baselines(X, X_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(
+            objective="ml", n_blocks=8, max_iter=300, n_iter_no_change=30, random_state=0
+        ).fit(X)
+    flow = est.score(X_test)
+    assert flow <= truth + 0.01  # no estimator beats the truth (up to sampling noise)
+    assert flow > gmm and flow > kde, (flow, gmm, kde, truth)
+
+
+@pytest.mark.parametrize("objective", ["ssm", "dsm", "fdssm"])
+def test_score_matching_learns_a_smooth_density(objective):
+    """On the 8-Gaussian toy each score-matching objective gets within 0.25 nats of the truth."""
+    X = make_toy("gaussians", 3000, random_state=0)
+    X_test = make_toy("gaussians", 5000, random_state=1)
+    truth = float(np.mean(toy_log_density("gaussians", X_test)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(objective=objective, max_iter=100, random_state=0).fit(X)
+    baseline = EBFlowDensity(max_iter=1, random_state=0).fit(X).score(X_test)
+    assert est.score(X_test) > truth - 0.25
+    assert est.score(X_test) > baseline + 0.5
