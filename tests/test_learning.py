@@ -41,13 +41,17 @@ def test_flow_beats_gaussian_mixture_and_tuned_kde_on_rings():
 
 @pytest.mark.parametrize("objective", ["ssm", "dsm", "fdssm"])
 def test_score_matching_learns_a_smooth_density(objective):
-    """On the 8-Gaussian toy each score-matching objective gets within 0.25 nats of the truth."""
-    X = make_toy("gaussians", 3000, random_state=0)
-    X_test = make_toy("gaussians", 5000, random_state=1)
-    truth = float(np.mean(toy_log_density("gaussians", X_test)))
+    """On the rings toy each score-matching objective gets within 0.1 nats of the truth.
+
+    (Well-separated modes, such as the 8-Gaussian toy, are a known blind spot of score
+    matching: the Fisher divergence does not see the weights of disconnected modes.)
+    """
+    X = make_toy("rings", 2000, random_state=0)
+    X_test = make_toy("rings", 5000, random_state=1)
+    truth = float(np.mean(toy_log_density("rings", X_test)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = EBFlowDensity(objective=objective, max_iter=100, random_state=0).fit(X)
     baseline = EBFlowDensity(max_iter=1, random_state=0).fit(X).score(X_test)
-    assert est.score(X_test) > truth - 0.25
-    assert est.score(X_test) > baseline + 0.5
+    assert est.score(X_test) > truth - 0.1, (est.score(X_test), truth, baseline)
+    assert est.score(X_test) > baseline + 0.1, (est.score(X_test), truth, baseline)
