@@ -278,6 +278,7 @@ def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         toys=("sine",) if args.quick else tuple(args.toys),
         quick=args.quick,
         max_iter=args.max_iter,
+        n_train=args.n_train,
     )
     seeds = (0,) if args.quick else tuple(range(args.seeds))
     start = time.perf_counter()
@@ -329,10 +330,11 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-plot", action="store_true")
     nll.add_argument("--datasets", nargs="+", choices=("teacher", "toys", "digits"))
     nll.add_argument("--objectives", nargs="+", default=list(NLL_OBJECTIVES))
-    nll.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    nll.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
     nll.add_argument("--teacher-features", type=int, nargs="+", default=[16, 64])
     nll.add_argument("--toys", nargs="+", default=["sine", "swirl", "checkerboard"])
     nll.add_argument("--max-iter", type=int, default=None, help="override the epoch budgets")
+    nll.add_argument("--n-train", type=int, default=None, help="teacher and toy sample size")
     nll.add_argument("--no-baselines", action="store_true")
     return parser
 
