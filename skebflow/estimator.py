@@ -23,7 +23,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
-from skebflow._torch import as_tensor, resolve_device, seed_from_random_state, to_numpy
+from skebflow._torch import (
+    as_tensor,
+    intra_op_threads,
+    resolve_device,
+    seed_from_random_state,
+    to_numpy,
+)
 from skebflow.architectures import ARCHITECTURES
 from skebflow.flow import EnergyFlow
 from skebflow.objectives import OBJECTIVES
@@ -40,6 +46,9 @@ AUTO_COUPLING_MAX_FEATURES = 128
 AUTO_SSM_MIN_FEATURES = 512
 #: Default number of blocks per architecture when ``n_blocks=None``.
 DEFAULT_BLOCKS = {"fc": 2, "coupling": 4}
+#: Below this many features a CPU fit trains on one intra-op thread (small operations run
+#: several times faster without thread hand-off); larger models use torch's setting.
+SINGLE_THREAD_MAX_FEATURES = 256
 #: Rows per batch at inference (bounded memory for large X).
 INFERENCE_BATCH = 8192
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -369,15 +378,17 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             max_grad_norm=self.max_grad_norm,
             verbose=int(self.verbose),
         )
-        result = train(
-            flow,
-            self._loss_fn(objective),
-            train_data,
-            config=config,
-            generator=generator,
-            prepare=prepare,
-            score_fn=score_fn,
-        )
+        single = device.type == "cpu" and n_features < SINGLE_THREAD_MAX_FEATURES
+        with intra_op_threads(1 if single else None):
+            result = train(
+                flow,
+                self._loss_fn(objective),
+                train_data,
+                config=config,
+                generator=generator,
+                prepare=prepare,
+                score_fn=score_fn,
+            )
         self.flow_ = result.flow.to(torch.float64).requires_grad_(False).eval()
         self.preprocessing_ = chain
         self.device_ = device
