@@ -273,3 +273,13 @@ def test_cuda_fit_matches_cpu_closely(gaussian_data):
     assert gpu.device_.type == "cuda" and np.isfinite(gpu.score_samples(gaussian_data)).all()
     restored = pickle.loads(pickle.dumps(gpu))
     assert np.allclose(restored.score_samples(gaussian_data), gpu.score_samples(gaussian_data))
+
+
+def test_fit_restores_the_torch_thread_setting(gaussian_data):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fast(max_iter=1).fit(gaussian_data)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
