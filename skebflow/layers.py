@@ -308,18 +308,25 @@ class SmoothLeakyReLU(Layer):
         return self._value(x), ladj
 
     def inverse(self, y: Tensor) -> Tensor:
-        """Invert by Newton's method started above the root (monotone convergence)."""
+        """Invert by Newton's method started above the root (monotone convergence).
+
+        The stopping tolerance is ``tol`` or, where the dtype cannot resolve it (float32),
+        a few units in the last place.
+        """
+        if not bool(torch.isfinite(y).all()):
+            raise FloatingPointError("SmoothLeakyReLU.inverse got non-finite values.")
+        tol = max(self.tol, 16.0 * torch.finfo(y.dtype).eps)
         with torch.no_grad():
             # f(x) >= a x + b max(x, 0); its inverse at y is an upper bound of the root.
             x = torch.where(y >= 0, y / (self._linear + self._soft), y / self._linear)
             for _ in range(self.max_steps):
                 step = (self._value(x) - y) / self._slope(x)
                 x = x - step
-                if bool((step.abs() <= self.tol * (1.0 + x.abs())).all()):
+                if bool((step.abs() <= tol * (1.0 + x.abs())).all()):
                     break
             else:
                 raise FloatingPointError(
-                    "SmoothLeakyReLU.inverse did not converge; the input holds non-finite values."
+                    f"SmoothLeakyReLU.inverse did not converge in {self.max_steps} Newton steps."
                 )
         return x
 

@@ -283,3 +283,14 @@ def test_fit_restores_the_torch_thread_setting(gaussian_data):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("objective", ["ml", "sml", "sm", "ssm", "dsm", "fdssm"])
+@pytest.mark.parametrize("architecture", ["fc", "coupling"])
+def test_every_objective_trains_every_architecture_in_float32(
+    gaussian_data, objective, architecture
+):
+    est = fast(objective=objective, architecture=architecture, n_blocks=2, max_iter=2).fit(
+        gaussian_data
+    )
+    assert est.n_skipped_steps_ == 0 and np.isfinite(est.score(gaussian_data))

@@ -99,6 +99,14 @@ def test_smooth_leaky_relu_inverse_at_extremes():
     assert torch.allclose(layer.inverse(y), x, rtol=1e-12, atol=1e-10)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_smooth_leaky_relu_inverse_in_float32(residual):
+    layer = SmoothLeakyReLU(0.3, residual=residual)
+    x = torch.linspace(-30, 30, 1001, dtype=torch.float32)[:, None]
+    y, _ = layer(x)
+    assert torch.allclose(layer.inverse(y), x, rtol=1e-5, atol=1e-5)
+
+
 def test_smooth_leaky_relu_rejects_non_finite_inverse():
     with pytest.raises(FloatingPointError):
         SmoothLeakyReLU().inverse(torch.tensor([[float("nan")]], dtype=torch.float64))
