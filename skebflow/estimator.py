@@ -333,9 +333,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         x_train, x_val = x_all[order[n_val:]], x_all[order[:n_val]]
 
         if warm:
-            chain = self.preprocessing_
-            chain.check(x_all.to(self.device_))
-            chain = chain.to(device=device, dtype=torch.float64)
+            chain = self.preprocessing_.to(device=device, dtype=torch.float64)
             flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
         else:
             chain = make_preprocessing(
