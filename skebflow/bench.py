@@ -224,15 +224,18 @@ def _plot_speed(records: list[dict], path: Path, log: Callable[[str], None]) -> 
     width = 0.8 / max(len(objectives), 1)
     for k, name in enumerate(objectives):
         ok = [r for r in records if r["objective"] == name and r["median_ms"] is not None]
-        left.plot([r["features"] for r in ok], [r["median_ms"] for r in ok], "o-", label=name)
+        label = name if ok else f"{name} (failed)"
+        left.plot([r["features"] for r in ok], [r["median_ms"] for r in ok], "o-", label=label)
         ratios = {r["features"]: r["ratio_to_floor"] for r in ok}
         xs = [i + (k - (len(objectives) - 1) / 2) * width for i in range(len(dims))]
         right.bar(xs, [ratios.get(d) or 0.0 for d in dims], width, label=name)
     left.set(xscale="log", yscale="log", xlabel="D", ylabel="ms per training step")
+    left.set_xticks(dims, [str(d) for d in dims])
+    left.minorticks_off()
     left.set_title("Time per step (FC flow, batch 100; median)")
     left.legend()
     right.set_xticks(range(len(dims)), [f"D={d}" for d in dims])
-    right.set(yscale="log", ylabel="time ÷ floor")
+    right.set(ylabel="time ÷ floor")
     right.axhline(1.0, color="black", linewidth=0.8)
     right.set_title("Ratio to the floor (mean-energy step)")
     fig.tight_layout()
@@ -319,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
             "--threads",
             type=int,
             default=default_threads,
-            help=f"torch CPU threads during the run (default: {default_threads or 'torch'})",
+            help=f"torch and BLAS threads during the run (default: {default_threads or 'torch'})",
         )
         sub.add_argument("--log", choices=("print", "quiet"), default="print")
     speed.add_argument("--features", type=int, nargs="+", default=[256, 784, 3072])
