@@ -28,7 +28,7 @@ from skebflow.architectures import ARCHITECTURES
 from skebflow.estimator import EBFlowDensity
 from skebflow.flow import EnergyFlow
 from skebflow.objectives import OBJECTIVES, mean_energy
-from skebflow.training import EMA, _grad_norm
+from skebflow.training import EMA, _grad_norm, make_optimizer
 
 __all__ = ["SPEED_OBJECTIVES", "run_speed"]
 
@@ -130,7 +130,7 @@ def _make_runner(
         name=name,
         flow=flow,
         loss_fn=_loss_fn(name, defaults),
-        optimizer=torch.optim.Adam(parameters, lr=defaults["learning_rate"]),
+        optimizer=make_optimizer(parameters, defaults["learning_rate"]),
         ema=EMA(flow, ema_decay) if ema_decay else None,
         data=data.to(device=device, dtype=dtype),
         generator=torch.Generator(device=device).manual_seed(seed + 1),
