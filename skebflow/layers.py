@@ -25,6 +25,7 @@ References
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Callable
 from typing import ClassVar
@@ -44,18 +45,18 @@ __all__ = [
 ]
 
 
-class Layer(nn.Module):
+class Layer(nn.Module, abc.ABC):
     """Base class of invertible layers: ``layer(x) -> (y, ladj)`` and ``inverse(y)``."""
 
     constant_jacobian: ClassVar[bool] = False
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Transform ``x`` and return ``(y, ladj)`` with ``ladj`` of shape ``(n,)``."""
-        raise NotImplementedError
 
-    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def inverse(self, y: Tensor) -> Tensor:
         """Invert the transformation exactly."""
-        raise NotImplementedError
 
 
 class ConstantJacobianLayer(Layer):
@@ -63,13 +64,13 @@ class ConstantJacobianLayer(Layer):
 
     constant_jacobian: ClassVar[bool] = True
 
-    def map(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def map(self, x: Tensor) -> Tensor:
         """Apply the transformation without computing any determinant."""
-        raise NotImplementedError
 
-    def logabsdet(self) -> Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def logabsdet(self) -> Tensor:
         """Return the scalar log-absolute-determinant of the (constant) Jacobian."""
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Transform ``x`` and return ``(y, ladj)``; this computes the determinant."""
