@@ -27,8 +27,8 @@ from torch import Tensor
 from skebflow.architectures import ARCHITECTURES
 from skebflow.estimator import EBFlowDensity
 from skebflow.flow import EnergyFlow
-from skebflow.objectives import OBJECTIVES, mean_energy
-from skebflow.training import EMA, _grad_norm, make_optimizer
+from skebflow.objectives import bind_objective
+from skebflow.training import EMA, make_optimizer, train_step
 
 __all__ = ["SPEED_OBJECTIVES", "run_speed"]
 
@@ -65,48 +65,25 @@ class _Runner:
             self.order = torch.randperm(n, generator=self.generator, device=self.data.device)
         batch = self.data[self.order[self.cursor : self.cursor + self.batch_size]]
         self.cursor += self.batch_size
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.flow, batch, self.generator)
-        if torch.isfinite(loss):
-            loss.backward()
-            norm = _grad_norm(self.parameters)
-            finite = bool(torch.isfinite(norm))
-        else:
-            finite = False
-        if not finite:
+        loss = train_step(
+            self.flow,
+            self.loss_fn,
+            batch,
+            optimizer=self.optimizer,
+            parameters=self.parameters,
+            generator=self.generator,
+            ema=self.ema,
+            max_grad_norm=self.max_grad_norm,
+        )
+        if loss is None:
             self.n_skipped += 1
-            return
-        if self.max_grad_norm is not None:
-            scale = min(1.0, self.max_grad_norm / (float(norm) + 1e-12))
-            if scale < 1.0:
-                torch._foreach_mul_([p.grad for p in self.parameters], scale)
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update()
-        loss.detach().cpu()
+        else:
+            loss.cpu()  # the trainer reads every loss back, so the benchmark does too
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _loss_fn(name: str, defaults: dict) -> Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]:
-    """Bind an objective to the estimator's default options (as ``EBFlowDensity`` does)."""
-    if name == "floor":
-        function, options = mean_energy, {}
-    else:
-        function = OBJECTIVES[name]
-        options = {
-            "ssm": {"n_slices": defaults["n_slices"]},
-            "dsm": {"noise_scale": defaults["noise_scale"]},
-            "fdssm": {"fd_epsilon": defaults["fd_epsilon"]},
-        }.get(name, {})
-
-    def loss(flow: EnergyFlow, y: Tensor, generator: torch.Generator) -> Tensor:
-        return function(flow, y, generator=generator, **options)
-
-    return loss
 
 
 def _make_runner(
@@ -129,7 +106,12 @@ def _make_runner(
     return _Runner(
         name=name,
         flow=flow,
-        loss_fn=_loss_fn(name, defaults),
+        loss_fn=bind_objective(
+            name,
+            n_slices=defaults["n_slices"],
+            noise_scale=defaults["noise_scale"],
+            fd_epsilon=defaults["fd_epsilon"],
+        ),
         optimizer=make_optimizer(parameters, defaults["learning_rate"]),
         ema=EMA(flow, ema_decay) if ema_decay else None,
         data=data.to(device=device, dtype=dtype),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -32,7 +31,7 @@ from skebflow._torch import (
 )
 from skebflow.architectures import ARCHITECTURES
 from skebflow.flow import EnergyFlow
-from skebflow.objectives import OBJECTIVES
+from skebflow.objectives import OBJECTIVES, bind_objective
 from skebflow.preprocessing import make_preprocessing
 from skebflow.training import TrainConfig, train
 
@@ -284,19 +283,6 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             options["hidden_features"] = self.hidden_features
         return ARCHITECTURES[architecture](n_features, **options)
 
-    def _loss_fn(self, objective: str) -> Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]:
-        options: dict = {
-            "ssm": {"n_slices": self.n_slices},
-            "dsm": {"noise_scale": self.noise_scale},
-            "fdssm": {"fd_epsilon": self.fd_epsilon},
-        }.get(objective, {})
-        function = OBJECTIVES[objective]
-
-        def loss(flow: EnergyFlow, y: Tensor, generator: torch.Generator) -> Tensor:
-            return function(flow, y, generator=generator, **options)
-
-        return loss
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: object, y: object = None) -> EBFlowDensity:
         """Fit the flow to ``X``.
@@ -380,7 +366,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         with intra_op_threads(1 if single else None):
             result = train(
                 flow,
-                self._loss_fn(objective),
+                bind_objective(
+                    objective,
+                    n_slices=self.n_slices,
+                    noise_scale=self.noise_scale,
+                    fd_epsilon=self.fd_epsilon,
+                ),
                 train_data,
                 config=config,
                 generator=generator,

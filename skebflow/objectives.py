@@ -44,6 +44,7 @@ __all__ = [
     "OBJECTIVES",
     "SM_MAX_FEATURES",
     "EnergyModel",
+    "bind_objective",
     "dsm",
     "fdssm",
     "mean_energy",
@@ -476,3 +477,58 @@ OBJECTIVES: dict[str, Callable[..., Tensor]] = {
     "dsm": dsm,
     "fdssm": fdssm,
 }
+
+
+def bind_objective(
+    name: str,
+    *,
+    n_slices: int = 1,
+    noise_scale: float = 0.1,
+    fd_epsilon: float = 0.1,
+) -> Callable[[EnergyModel, Tensor, torch.Generator | None], Tensor]:
+    """Return ``loss(model, y, generator)`` for an objective, with its own options bound.
+
+    Each objective receives only the options it takes (``n_slices`` for ``"ssm"``,
+    ``noise_scale`` for ``"dsm"``, ``fd_epsilon`` for ``"fdssm"``); ``"floor"`` binds
+    :func:`mean_energy`.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`OBJECTIVES`, or ``"floor"``.
+    n_slices : int, default=1
+        Slices of ``"ssm"``.
+    noise_scale : float, default=0.1
+        Noise of ``"dsm"``.
+    fd_epsilon : float, default=0.1
+        Perturbation radius of ``"fdssm"``.
+
+    Returns
+    -------
+    callable
+        ``loss(model, y, generator) -> Tensor``, the signature the trainer calls.
+
+    Examples
+    --------
+    >>> import types
+    >>> model = types.SimpleNamespace(energy=lambda y: 0.5 * (y**2).sum(1))
+    >>> loss = bind_objective("dsm", noise_scale=0.5)
+    >>> loss(model, torch.zeros(3, 2), torch.Generator().manual_seed(0)).shape
+    torch.Size([])
+    """
+    if name == "floor":
+        function, options = mean_energy, {}
+    elif name in OBJECTIVES:
+        function = OBJECTIVES[name]
+        options = {
+            "ssm": {"n_slices": n_slices},
+            "dsm": {"noise_scale": noise_scale},
+            "fdssm": {"fd_epsilon": fd_epsilon},
+        }.get(name, {})
+    else:
+        raise ValueError(f"Unknown objective {name!r}; choose from {sorted(OBJECTIVES)}.")
+
+    def loss(model: EnergyModel, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        return function(model, y, generator=generator, **options)
+
+    return loss

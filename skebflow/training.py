@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from skebflow.flow import EnergyFlow
 
-__all__ = ["EMA", "TrainConfig", "TrainResult", "make_optimizer", "train"]
+__all__ = ["EMA", "TrainConfig", "TrainResult", "make_optimizer", "train", "train_step"]
 
 LossFn = Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]
 PrepareFn = Callable[[Tensor, torch.Generator], Tensor]
@@ -188,6 +188,73 @@ def _grad_norm(parameters: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def train_step(
+    flow: EnergyFlow,
+    loss_fn: LossFn,
+    y: Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[Tensor],
+    generator: torch.Generator,
+    ema: EMA | None = None,
+    max_grad_norm: float | None = None,
+) -> Tensor | None:
+    """Run one optimizer step: loss, backward, finiteness check, clipping, step, EMA.
+
+    Parameters
+    ----------
+    flow : EnergyFlow
+        The model being trained.
+    loss_fn : callable
+        ``loss_fn(flow, y, generator) -> scalar Tensor``.
+    y : Tensor of shape (n, D)
+        The (prepared) minibatch.
+    optimizer : torch.optim.Optimizer
+        Optimizer over ``parameters``.
+    parameters : list of Tensor
+        The trained parameters.
+    generator : torch.Generator
+        Source of the objective's noise.
+    ema : EMA, optional
+        Averaged copy to update after the step.
+    max_grad_norm : float, optional
+        Clip the global gradient norm to this value.
+
+    Returns
+    -------
+    Tensor or None
+        The detached loss, or ``None`` when the loss or a gradient was not finite (then
+        no parameter moved).
+
+    Examples
+    --------
+    >>> from skebflow.architectures import build_fc
+    >>> flow = build_fc(2).double()
+    >>> params = list(flow.parameters())
+    >>> loss = train_step(flow, lambda f, y, g: f.energy(y).mean(), torch.ones(4, 2).double(),
+    ...                   optimizer=make_optimizer(params, 1e-3), parameters=params,
+    ...                   generator=torch.Generator())
+    >>> bool(torch.isfinite(loss))
+    True
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(flow, y, generator)
+    if not torch.isfinite(loss):
+        return None
+    loss.backward()
+    norm = _grad_norm(parameters)
+    if not torch.isfinite(norm):
+        return None
+    if max_grad_norm is not None:
+        scale = min(1.0, max_grad_norm / (float(norm) + 1e-12))
+        if scale < 1.0:
+            torch._foreach_mul_([p.grad for p in parameters if p.grad is not None], scale)
+    optimizer.step()
+    if ema is not None:
+        ema.update()
+    return loss.detach()
+
+
 def train(
     flow: EnergyFlow,
     loss_fn: LossFn,
@@ -262,15 +329,17 @@ def train(
             for begin in range(0, n, batch_size):
                 batch = x_train[order[begin : begin + batch_size].to(x_train.device)]
                 y = prepare(batch, generator) if prepare is not None else batch
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(flow, y, generator)
-                if torch.isfinite(loss):
-                    loss.backward()
-                    norm = _grad_norm(parameters)
-                    finite = bool(torch.isfinite(norm))
-                else:
-                    finite = False
-                if not finite:
+                loss = train_step(
+                    flow,
+                    loss_fn,
+                    y,
+                    optimizer=optimizer,
+                    parameters=parameters,
+                    generator=generator,
+                    ema=ema,
+                    max_grad_norm=config.max_grad_norm,
+                )
+                if loss is None:
                     result.n_skipped_steps += 1
                     consecutive_skips += 1
                     if consecutive_skips >= config.max_consecutive_skips:
@@ -280,16 +349,8 @@ def train(
                         )
                     continue
                 consecutive_skips = 0
-                if config.max_grad_norm is not None:
-                    scale = min(1.0, config.max_grad_norm / (float(norm) + 1e-12))
-                    if scale < 1.0:
-                        grads = [p.grad for p in parameters if p.grad is not None]
-                        torch._foreach_mul_(grads, scale)
-                optimizer.step()
-                if ema is not None:
-                    ema.update()
                 result.n_steps += 1
-                epoch_loss = epoch_loss + loss.detach().cpu()
+                epoch_loss = epoch_loss + loss.cpu()
                 epoch_steps += 1
             result.n_iter = epoch
             mean_loss = float(epoch_loss) / epoch_steps if epoch_steps else math.nan
