@@ -25,6 +25,7 @@ from torch import Tensor
 from skebflow._torch import (
     as_tensor,
     intra_op_threads,
+    make_generator,
     resolve_device,
     seed_from_random_state,
     to_numpy,
@@ -498,8 +499,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        generator = torch.Generator(device=self.device_)
-        generator.manual_seed(seed_from_random_state(random_state))
+        generator = make_generator(random_state, self.device_)
         with torch.no_grad():
             y = self.flow_.sample(int(n_samples), generator=generator)
             x = self.preprocessing_.inverse(y)
