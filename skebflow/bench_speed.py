@@ -2,8 +2,9 @@
 
 Every objective gets its own FC flow (built by the estimator's builder), its own Adam
 optimizer and EMA, and runs exactly the estimator's step: minibatch gather, loss,
-backward, gradient-norm check, clipping, Adam step, EMA update (the body of the loop of
-:func:`skebflow.training.train`). Objectives are interleaved round by round, in a
+backward, gradient-norm check, clipping, Adam step, EMA update
+(:func:`skebflow.training.train_step`, the step :func:`skebflow.training.train` runs).
+Objectives are interleaved round by round, in a
 rotating order, after untimed warm-up steps, so that slow drifts of the machine (other
 processes, clock changes) hit them all alike; the median over all timed steps is reported.
 The **floor** is the same step with the loss ``mean_energy``: no score, no determinant.
