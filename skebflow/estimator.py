@@ -33,7 +33,7 @@ from skebflow._torch import (
 from skebflow.architectures import ARCHITECTURES
 from skebflow.flow import EnergyFlow
 from skebflow.objectives import OBJECTIVES, bind_objective
-from skebflow.preprocessing import make_preprocessing
+from skebflow.preprocessing import PREPROCESSING, make_preprocessing
 from skebflow.training import TrainConfig, train
 
 __all__ = ["EBFlowDensity"]
@@ -191,7 +191,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "noise_scale": [Interval(Real, 0, None, closed="neither")],
         "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
-        "preprocessing": [StrOptions({"standardize", "logit"}), None],
+        "preprocessing": [StrOptions({name for name in PREPROCESSING if name}), None],
         "bounds": [tuple, list, None],
         "dequantize": ["boolean"],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
