@@ -241,7 +241,14 @@ def train_step(
     loss = loss_fn(flow, y, generator)
     if not torch.isfinite(loss):
         return None
-    loss.backward()
+    # Differentiate with respect to the parameters only: score objectives make their input
+    # a leaf that requires grad, and ``loss.backward()`` would also compute (and throw
+    # away) the gradient with respect to that input, one more D x D product per layer.
+    trainable = [p for p in parameters if p.requires_grad]
+    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    for param, grad in zip(trainable, grads, strict=True):
+        # As AccumulateGrad does: a broadcast gradient may be an expanded view.
+        param.grad = grad if grad is None or grad.is_contiguous() else grad.contiguous()
     norm = _grad_norm(parameters)
     if not torch.isfinite(norm):
         return None
