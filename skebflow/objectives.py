@@ -40,6 +40,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from skebflow.jets import energy_jet, supports_jet
+
 __all__ = [
     "OBJECTIVES",
     "SM_MAX_FEATURES",
@@ -287,10 +289,12 @@ def ssm(
 ) -> Tensor:
     """Sliced score matching, variance-reduced: ``mean(½‖s‖² + vᵀ(∇_y s)v) / D`` [2]_.
 
-    ``v`` is Rademacher or standard Gaussian (both have ``E[vvᵀ] = I``), one Hessian-vector
-    product per slice by double backward. ``n_slices > 1`` tiles the batch
-    (``y.repeat(n_slices, 1)``) and draws one slice per row in a single batched call, so it equals
-    ``n_slices=1`` on the tiled batch. The energy must be twice differentiable.
+    ``v`` is Rademacher or standard Gaussian (both have ``E[vvᵀ] = I``). For flows whose
+    layers all have second-order rules (:func:`skebflow.jets.supports_jet`, e.g. the FC
+    architecture) ``vᵀ(∇_y s)v`` comes from one Taylor-mode forward pass; otherwise from a
+    Hessian-vector product by double backward. ``n_slices > 1`` draws ``n_slices`` slices
+    per sample in one batched call (the rows of ``v`` match ``y.repeat(n_slices, 1)``), so it
+    equals ``n_slices=1`` on the tiled batch. The energy must be twice differentiable.
 
     Parameters
     ----------
@@ -326,13 +330,24 @@ def ssm(
             f"slice_distribution must be one of {_SLICE_DISTRIBUTIONS}, got {slice_distribution!r}."
         )
     generator = _generator(generator, y)
-    y = y.detach().repeat(int(n_slices), 1)
+    n_slices = int(n_slices)
+    shape = (n_slices * y.shape[0], *y.shape[1:])
     options = {"generator": generator, "device": y.device, "dtype": y.dtype}
     if slice_distribution == "rademacher":
-        v = torch.randint(0, 2, y.shape, **options) * 2 - 1
+        v = torch.randint(0, 2, shape, **options) * 2 - 1
     else:
-        v = torch.randn(y.shape, **options)
+        v = torch.randn(shape, **options)
     grad_enabled = torch.is_grad_enabled()
+    if supports_jet(model):
+        # Taylor mode: vᵀ∇²E v from one forward pass, shared by the slices; the score
+        # still needs one backward pass (skebflow.jets).
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            energy, _, second = energy_jet(model, y, v.reshape(n_slices, *y.shape))
+            (grad,) = torch.autograd.grad(energy.sum(), y, create_graph=grad_enabled)
+            loss = (0.5 * (grad**2).sum(1) - second.mean(0)).mean() / y.shape[1]
+        return loss if grad_enabled else loss.detach()
+    y = y.detach().repeat(n_slices, 1)
     with torch.enable_grad():
         y, grad = _energy_grad(model, y, create_graph=True)
         (hvp,) = torch.autograd.grad((grad * v).sum(), y, create_graph=grad_enabled)

@@ -1,0 +1,106 @@
+"""Taylor-mode energy jets: exact first and second directional derivatives."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from conftest import perturb_, random_flow
+
+from skebflow import objectives
+from skebflow.architectures import build_coupling
+from skebflow.flow import EnergyFlow
+from skebflow.jets import energy_jet, supports_jet
+from skebflow.layers import ActNorm, Dense, Permutation, SmoothLeakyReLU
+
+
+def _mixed_flow(features: int, seed: int) -> EnergyFlow:
+    layers = [
+        ActNorm(features),
+        Dense(features),
+        SmoothLeakyReLU(0.2),
+        Permutation(features),
+        Dense(features, bias=False),
+        SmoothLeakyReLU(0.5, residual=True),
+        ActNorm(features),
+    ]
+    flow = EnergyFlow(layers, features).double()
+    perturb_(flow, torch.Generator().manual_seed(seed), 0.4)
+    return flow
+
+
+FLOWS = {
+    "fc-1": lambda: random_flow("fc", 4, seed=0, n_blocks=1),
+    "fc-2": lambda: random_flow("fc", 4, seed=1),
+    "fc-3-residual": lambda: random_flow("fc", 4, seed=2, n_blocks=3, residual=True),
+    "mixed": lambda: _mixed_flow(4, seed=3),
+}
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_jet_matches_autograd_derivatives(name):
+    flow = FLOWS[name]()
+    generator = torch.Generator().manual_seed(7)
+    y = 1.5 * torch.randn(5, 4, generator=generator, dtype=torch.float64)
+    v = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)
+    energy, first, second = energy_jet(flow, y, v)
+    torch.testing.assert_close(energy, flow.energy(y))
+    for s in range(3):
+        for i in range(5):
+
+            def f(t: torch.Tensor, i: int = i) -> torch.Tensor:
+                return flow.energy(t.unsqueeze(0)).sum()
+
+            grad = torch.autograd.functional.jacobian(f, y[i])
+            hess = torch.autograd.functional.hessian(f, y[i])
+            torch.testing.assert_close(first[s, i], grad @ v[s, i])
+            torch.testing.assert_close(second[s, i], v[s, i] @ hess @ v[s, i])
+
+
+@pytest.mark.parametrize("n_slices", [1, 3])
+def test_ssm_jet_path_equals_double_backward(monkeypatch, n_slices):
+    flow = random_flow("fc", 5, seed=4, n_blocks=3)
+    y = torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        flow.zero_grad()
+        loss = objectives.ssm(
+            flow, y, generator=torch.Generator().manual_seed(2), n_slices=n_slices
+        )
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
+
+    jet_loss, jet_grads = loss_and_grads()
+    monkeypatch.setattr(objectives, "supports_jet", lambda model: False)
+    ref_loss, ref_grads = loss_and_grads()
+    torch.testing.assert_close(jet_loss, ref_loss)
+    for a, b in zip(jet_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_ssm_jet_path_under_no_grad_is_detached():
+    flow = random_flow("fc", 3)
+    y = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        loss = objectives.ssm(flow, y, generator=torch.Generator().manual_seed(0))
+    assert not loss.requires_grad
+    assert torch.isfinite(loss)
+
+
+def test_actnorm_initializes_from_the_primal_not_the_tangents():
+    flow = EnergyFlow([ActNorm(3), Dense(3)], 3).double().train()
+    y = 3.0 + 2.0 * torch.randn(50, 3, generator=torch.Generator().manual_seed(0)).double()
+    v = 100.0 * torch.ones(1, 50, 3, dtype=torch.float64)
+    energy_jet(flow, y, v)
+    z = flow.layers[0].map(y)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64))
+
+
+def test_support_is_detected_and_required():
+    assert supports_jet(random_flow("fc", 3))
+    coupling = build_coupling(2, n_blocks=1)
+    assert not supports_jet(coupling)
+    assert not supports_jet(types.SimpleNamespace(energy=lambda y: y.sum(1)))
+    with pytest.raises(TypeError, match="second-order rule"):
+        energy_jet(coupling, torch.zeros(1, 2), torch.zeros(1, 1, 2))
