@@ -148,7 +148,11 @@ _GROUP_METRIC = {
     "teacher": ("excess_per_dim", "excess NLL over the true density, nats per dimension", 4),
     "toys": ("excess", "excess NLL over the true density, nats per sample", 3),
     "digits": ("nll", "NLL of the dequantized density, nats per image", 1),
+    "bounded": ("excess_per_dim", "sigmoid-squashed teacher, excess NLL, nats per dimension", 4),
 }
+
+
+_NLL_GROUPS = tuple(_GROUP_METRIC)
 
 
 def _cell(entry: dict | None, metric: str, digits: int) -> str:
@@ -274,7 +278,7 @@ def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
 
 def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     device = resolve_device(args.device)
-    groups = ("teacher", "toys", "digits") if args.datasets is None else tuple(args.datasets)
+    groups = _NLL_GROUPS if args.datasets is None else tuple(args.datasets)
     tasks = make_tasks(
         groups=groups,
         teacher_features=(4,) if args.quick else tuple(args.teacher_features),
@@ -331,7 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--steps", type=int, default=3, help="timed steps per round")
     speed.add_argument("--warmup", type=int, default=3, help="untimed steps per objective")
     speed.add_argument("--no-plot", action="store_true")
-    nll.add_argument("--datasets", nargs="+", choices=("teacher", "toys", "digits"))
+    nll.add_argument("--datasets", nargs="+", choices=_NLL_GROUPS)
     nll.add_argument("--objectives", nargs="+", default=list(NLL_OBJECTIVES))
     nll.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
     nll.add_argument("--teacher-features", type=int, nargs="+", default=[16, 64])

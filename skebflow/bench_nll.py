@@ -16,6 +16,12 @@ are fitted to the same training samples. Data sets:
   dequantized density ``-mean log p(x + u)`` with ``u ~ U[0, 1)^64`` (the paper's
   convention, averaged over a few noise draws), and at the cell centre ``x + 0.5``
   (``EBFlowDensity.score``). Baselines are fitted to dequantized training data.
+* ``bounded``: teacher samples squashed into :math:`(0, 1)^D` by a sigmoid, fitted with
+  ``preprocessing="logit"`` (exact density, excess NLL in nats per dimension).
+
+The MaP ablation: on ``bounded`` and ``digits`` the score-matching objectives also run
+with ``match_after_preprocessing=False`` (method names ending in ``-inside``), i.e. with
+the preprocessing inside the flow, as in the paper's Table 4.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ __all__ = ["NLL_OBJECTIVES", "Task", "make_tasks", "run_nll", "summarize"]
 #: Objectives compared by ``bench nll`` (``"sm"`` can be added for D <= 100).
 NLL_OBJECTIVES: tuple[str, ...] = ("ml", "sml", "ssm", "dsm", "fdssm")
 BASELINES: tuple[str, ...] = ("KernelDensity", "GaussianMixture")
+#: Suffix of a method trained with the preprocessing inside the flow (no MaP).
+INSIDE_SUFFIX = "-inside"
+_ABLATED: tuple[str, ...] = ("ssm", "dsm", "fdssm")
 _DIGITS_NOISE_DRAWS = 4
 _GMM_COMPONENTS = (1, 2, 4, 8, 16)
 
@@ -69,6 +78,8 @@ class Task:
         Keyword arguments of :class:`EBFlowDensity` shared by all objectives.
     integer : bool
         Integer data (digits): scored as dequantized densities.
+    ablation : tuple of str
+        Objectives also run without MaP (as ``<objective>-inside``).
     """
 
     group: str
@@ -77,6 +88,7 @@ class Task:
     draw: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
     params: dict = field(default_factory=dict)
     integer: bool = False
+    ablation: tuple[str, ...] = ()
 
 
 def _rng(stream: int, seed: int) -> np.random.Generator:
@@ -85,7 +97,7 @@ def _rng(stream: int, seed: int) -> np.random.Generator:
 
 def make_tasks(
     *,
-    groups: tuple[str, ...] = ("teacher", "toys", "digits"),
+    groups: tuple[str, ...] = ("teacher", "toys", "digits", "bounded"),
     teacher_features: tuple[int, ...] = (16, 64),
     toys: tuple[str, ...] = ("sine", "swirl", "checkerboard"),
     quick: bool = False,
@@ -95,14 +107,15 @@ def make_tasks(
     """Build the benchmark's tasks with their documented budgets.
 
     Full budgets: teacher 2,000 training / 2,000 test samples, at most 100 epochs; toys
-    2,000 / 5,000, at most 30 epochs; digits 1,437 / 360 images, at most 200 epochs.
+    2,000 / 5,000, at most 30 epochs; digits 1,437 / 360 images, at most 200 epochs;
+    bounded: a 16-dimensional teacher as for ``teacher``.
     Always batch 100, Adam 1e-3, EMA 0.999, early stopping on 10 % of the training data
     with patience 10. ``quick`` shrinks everything to a smoke run.
 
     Parameters
     ----------
     groups : tuple of str
-        Which of ``"teacher"``, ``"toys"``, ``"digits"`` to run.
+        Which of ``"teacher"``, ``"toys"``, ``"digits"``, ``"bounded"`` to run.
     teacher_features : tuple of int
         Dimensions of the teacher flows.
     toys : tuple of str
@@ -123,14 +136,17 @@ def make_tasks(
     --------
     >>> [t.name for t in make_tasks(groups=("teacher", "toys"), teacher_features=(8,))]
     ['teacher-8', 'sine', 'swirl', 'checkerboard']
+    >>> [t.name for t in make_tasks(groups=("bounded",))]
+    ['sigmoid-teacher-16']
     """
     n = {"teacher": (2000, 2000), "toys": (2000, 5000)}
-    epochs = {"teacher": 100, "toys": 30, "digits": 200}
+    epochs = {"teacher": 100, "toys": 30, "digits": 200, "bounded": 100}
     if quick:
         n = {"teacher": (200, 200), "toys": (200, 200)}
         epochs = dict.fromkeys(epochs, 2)
     if max_iter is not None:
         epochs = dict.fromkeys(epochs, max_iter)
+    n["bounded"] = n["teacher"]
     if n_train is not None:
         n = {key: (n_train, n_test) for key, (_, n_test) in n.items()}
     common = {"batch_size": 100, "n_iter_no_change": 10}
@@ -170,8 +186,36 @@ def make_tasks(
             "dequantize": True,
             "max_iter": epochs["digits"],
         }
-        tasks.append(Task("digits", "digits", 64, draw_digits, {**common, **params}, True))
+        task = Task("digits", "digits", 64, draw_digits, {**common, **params}, True, _ABLATED)
+        tasks.append(task)
+    if "bounded" in groups:
+        d = 4 if quick else 16
+        teacher = make_teacher(d, random_state=1000 + d)
+
+        def draw_bounded(
+            seed: int, teacher: object = teacher, sizes: tuple = n["bounded"]
+        ) -> tuple:
+            train = sample_teacher(teacher, sizes[0], random_state=_rng(0, seed))
+            test = sample_teacher(teacher, sizes[1], random_state=_rng(1, seed))
+            # x = sigmoid(t): log p(x) = log p_t(logit x) - sum log(x (1 - x)).
+            log_jac = -(np.logaddexp(0.0, -test) + np.logaddexp(0.0, test)).sum(axis=1)
+            truth = teacher_log_density(teacher, test) - log_jac
+            return _sigmoid(train), _sigmoid(test), truth
+
+        params = {
+            "architecture": "fc",
+            "n_blocks": 2,
+            "preprocessing": "logit",
+            "bounds": (0, 1),
+            "max_iter": epochs["bounded"],
+        }
+        name = f"sigmoid-teacher-{d}"
+        tasks.append(Task("bounded", name, d, draw_bounded, {**common, **params}, False, _ABLATED))
     return tasks
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * t))
 
 
 def _kde(train: np.ndarray, seed: int) -> KernelDensity:
@@ -195,8 +239,14 @@ def _fit(task: Task, method: str, train: np.ndarray, seed: int, device: str, dty
     if method in BASELINES:
         data = train + rng.random(train.shape) if task.integer else train
         return (_kde if method == "KernelDensity" else _gmm)(data, seed), {}
+    objective = method.removesuffix(INSIDE_SUFFIX)
     model = EBFlowDensity(
-        objective=method, random_state=seed, device=device, training_dtype=dtype, **task.params
+        objective=objective,
+        match_after_preprocessing=objective == method,
+        random_state=seed,
+        device=device,
+        training_dtype=dtype,
+        **task.params,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -251,7 +301,8 @@ def run_nll(
     tasks : list of Task
         From :func:`make_tasks`.
     objectives : tuple of str, default=NLL_OBJECTIVES
-        ``EBFlowDensity`` objectives.
+        ``EBFlowDensity`` objectives; those in a task's ``ablation`` also run as
+        ``<objective>-inside``.
     seeds : tuple of int, default=(0, 1)
         Seeds of the training samples and of the estimators (test samples too, except
         for digits, whose split is shuffled by the seed).
@@ -270,9 +321,10 @@ def run_nll(
         ``excess_per_dim``, ``nll``, ``nll_centre``, ``bits_per_dim``, ``n_iter``,
         ``n_skipped_steps``.
     """
-    methods = tuple(objectives) + (BASELINES if baselines else ())
     records: list[dict] = []
     for task in tasks:
+        inside = tuple(o + INSIDE_SUFFIX for o in objectives if o in task.ablation)
+        methods = tuple(objectives) + inside + (BASELINES if baselines else ())
         for seed in seeds:
             train, test, truth = task.draw(seed)
             for method in methods:

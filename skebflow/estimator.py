@@ -30,10 +30,11 @@ from skebflow._torch import (
     seed_from_random_state,
     to_numpy,
 )
+from skebflow.ablation import with_preprocessing, without_preprocessing
 from skebflow.architectures import ARCHITECTURES
 from skebflow.flow import EnergyFlow
 from skebflow.objectives import OBJECTIVES, bind_objective
-from skebflow.preprocessing import PREPROCESSING, make_preprocessing
+from skebflow.preprocessing import PREPROCESSING, Chain, make_preprocessing
 from skebflow.training import TrainConfig, train
 
 __all__ = ["EBFlowDensity"]
@@ -98,6 +99,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     dequantize : bool, default=False
         Treat ``X`` as integer-valued: uniform noise in training, the cell centre
         ``x + 0.5`` when scoring.
+    match_after_preprocessing : bool, default=True
+        Compute the training objective on the preprocessed data (MaP, recommended).
+        ``False`` is the paper's ablation: the preprocessing becomes the flow's first,
+        parameter-free layer, so scores and noise live in the units of ``X``; the fitted
+        density has the same form, but score matching usually learns a worse one.
     learning_rate : float, default=1e-3
         Adam step size.
     batch_size : int, default=128
@@ -194,6 +200,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "preprocessing": [StrOptions({name for name in PREPROCESSING if name}), None],
         "bounds": [tuple, list, None],
         "dequantize": ["boolean"],
+        "match_after_preprocessing": ["boolean"],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -224,6 +231,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         preprocessing: str | None = "standardize",
         bounds: tuple[float, float] | None = None,
         dequantize: bool = False,
+        match_after_preprocessing: bool = True,
         learning_rate: float = 1e-3,
         batch_size: int = 128,
         max_iter: int = 200,
@@ -250,6 +258,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.preprocessing = preprocessing
         self.bounds = bounds
         self.dequantize = dequantize
+        self.match_after_preprocessing = match_after_preprocessing
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.max_iter = max_iter
@@ -333,20 +342,26 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         chain.check(x_all.to(device))
 
         x_train, x_val = x_train.to(device), x_val.to(device)
+        # Without MaP the objective sees x itself: the preprocessing becomes the flow's
+        # first layer (skebflow.ablation) and only the dequantization noise stays outside.
+        inner = chain if self.match_after_preprocessing else Chain()
+        model = flow
+        if not self.match_after_preprocessing:
+            model = with_preprocessing(flow, copy.deepcopy(chain).to(dtype=dtype))
         if self.dequantize:
             train_data = x_train
 
             def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
-                return chain.forward(chain.augment(batch, gen))[0].to(dtype)
+                return inner.forward(chain.augment(batch, gen))[0].to(dtype)
 
         else:
             with torch.no_grad():
-                train_data = chain.forward(x_train)[0].to(dtype)
+                train_data = inner.forward(x_train)[0].to(dtype)
             prepare = None
         score_fn = None
         if n_val:
             with torch.no_grad():
-                y_val, ladj_val = chain.forward(x_val)
+                y_val, ladj_val = inner.forward(x_val)
                 y_val, offset = y_val.to(dtype), float(ladj_val.mean())
 
             def score_fn(model: EnergyFlow) -> float:
@@ -366,7 +381,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         single = device.type == "cpu" and n_features < SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
             result = train(
-                flow,
+                model,
                 bind_objective(
                     objective,
                     n_slices=self.n_slices,
@@ -379,7 +394,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 prepare=prepare,
                 score_fn=score_fn,
             )
-        self.flow_ = result.flow.to(torch.float64).requires_grad_(False).eval()
+        trained = result.flow
+        if not self.match_after_preprocessing:
+            trained = without_preprocessing(trained)
+        self.flow_ = trained.to(torch.float64).requires_grad_(False).eval()
         self.preprocessing_ = chain
         self.device_ = device
         self.architecture_, self.objective_ = architecture, objective
