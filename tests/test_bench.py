@@ -57,8 +57,12 @@ def test_nll_quick(tmp_path):
     groups["bounded"] = "excess_per_dim"
     for group, metric in groups.items():
         rows = {s["method"]: s for s in summary if s["group"] == group}
-        ablated = group in ("digits", "bounded")
-        assert set(rows) == set(methods) | (set(inside) if ablated else set())
+        expected = set(methods)
+        if group in ("digits", "bounded"):
+            expected |= set(inside)
+        if group in ("teacher", "digits"):  # score matching + a short ML polish
+            expected |= {"ssm+ml", "dsm+ml", "fdssm+ml"}
+        assert set(rows) == expected
         for method in ("ml", "KernelDensity", "GaussianMixture"):
             assert rows[method]["n_ok"] == 1
         for row in rows.values():
@@ -75,6 +79,10 @@ def test_nll_quick(tmp_path):
         assert run["status"] in ("ok", "failed")
         if run["status"] == "ok":
             assert _finite(run["loglik"])
+    polished = {r["method"]: r for r in payload["runs"] if r["task"] == "digits"}
+    if polished["ssm"]["status"] == "ok":
+        assert polished["ssm+ml"]["n_iter"] > polished["ssm"]["n_iter"]
+        assert polished["ssm+ml"]["fit_seconds"] >= polished["ssm"]["fit_seconds"]
     markdown = (tmp_path / "nll.md").read_text()
     for group in groups:
         assert f"### {group}:" in markdown
