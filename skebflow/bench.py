@@ -40,8 +40,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from skebflow._torch import resolve_device
-from skebflow.bench_nll import NLL_OBJECTIVES, make_tasks, run_nll, summarize
+from skebflow.bench_nll import NLL_OBJECTIVES, run_nll, summarize
 from skebflow.bench_speed import SPEED_OBJECTIVES, run_speed
+from skebflow.bench_tasks import make_tasks
 
 __all__ = ["main", "nll_markdown", "speed_markdown"]
 
