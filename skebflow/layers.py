@@ -138,13 +138,23 @@ class Dense(ConstantJacobianLayer):
 
     def _lu(self) -> tuple[Tensor, Tensor]:
         weight = self.weight
+        if weight.requires_grad:
+            # A trainable weight may change without a version bump (fused optimizers such
+            # as Adam(fused=True) update it in place without touching the counter), so its
+            # factors are never cached; frozen weights (fitted models) are.
+            self._lu_cache = None
+            return self._factor(weight)
         key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
         if self._lu_cache is None or self._lu_cache[0] != key:
-            lu, pivots, info = torch.linalg.lu_factor_ex(weight.detach())
-            if int(info.max()) > 0:
-                raise FloatingPointError("Dense weight is singular: the layer cannot be inverted.")
-            self._lu_cache = (key, lu, pivots)
+            self._lu_cache = (key, *self._factor(weight))
         return self._lu_cache[1], self._lu_cache[2]
+
+    @staticmethod
+    def _factor(weight: Tensor) -> tuple[Tensor, Tensor]:
+        lu, pivots, info = torch.linalg.lu_factor_ex(weight.detach())
+        if int(info.max()) > 0:
+            raise FloatingPointError("Dense weight is singular: the layer cannot be inverted.")
+        return lu, pivots
 
     def inverse(self, y: Tensor) -> Tensor:
         """Solve :math:`W x = y - b`.

@@ -118,7 +118,7 @@ def test_smooth_leaky_relu_rejects_bad_alpha():
 
 
 def test_dense_inverse_reuses_factorization_until_weight_changes():
-    layer = make_layer("dense")
+    layer = make_layer("dense").requires_grad_(False)
     y = inputs(4, 4)
     with torch.no_grad():
         first = layer.inverse(y)
@@ -130,6 +130,24 @@ def test_dense_inverse_reuses_factorization_until_weight_changes():
         second = layer.inverse(y)
         assert layer._lu_cache is not cached
         assert torch.allclose(layer.map(second), y)
+
+
+def test_dense_inverse_follows_a_fused_optimizer_step():
+    # Adam(fused=True) updates weights in place without bumping their version counter:
+    # a factorization cached by version would be stale (it made SML sample from the
+    # initial weights during training).
+    layer = make_layer("dense")
+    y = inputs(4, 4)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        layer.inverse(y)
+    layer.weight.grad = torch.ones_like(layer.weight)
+    layer.bias.grad = torch.ones_like(layer.bias)
+    version = layer.weight._version
+    optimizer.step()
+    with torch.no_grad():
+        assert torch.allclose(layer.map(layer.inverse(y)), y)
+    assert layer.weight._version == version or layer._lu_cache is None
 
 
 def test_dense_inverse_is_differentiable_when_weights_need_grad():
