@@ -287,6 +287,7 @@ def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         quick=args.quick,
         max_iter=args.max_iter,
         n_train=args.n_train,
+        patience=args.patience,
     )
     seeds = (0,) if args.quick else tuple(range(args.seeds))
     start = time.perf_counter()
@@ -344,6 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     nll.add_argument("--max-iter", type=int, default=None, help="override the epoch budgets")
     nll.add_argument("--n-train", type=int, default=None, help="teacher and toy sample size")
     nll.add_argument("--no-baselines", action="store_true")
+    nll.add_argument("--patience", type=int, default=10, help="n_iter_no_change of every fit")
     return parser
 
 

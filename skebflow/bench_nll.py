@@ -21,7 +21,9 @@ are fitted to the same training samples. Data sets:
 
 Remedy for the gap to ML: on ``teacher`` and ``digits`` every score-matching fit is
 continued by a short maximum-likelihood polish (``warm_start``, 10 % of the epoch budget;
-method names ending in ``+ml``, fit time includes the score-matching part).
+method names ending in ``+ml``, fit time includes the score-matching part), and every
+score-matching objective also runs with the singular-value barrier
+(``min_singular_value=0.2``, names ending in ``+sv``).
 
 The MaP ablation: on ``bounded`` and ``digits`` the score-matching objectives also run
 with ``match_after_preprocessing=False`` (method names ending in ``-inside``), i.e. with
@@ -56,6 +58,9 @@ INSIDE_SUFFIX = "-inside"
 POLISH_SUFFIX = "+ml"
 #: Length of the polish, as a fraction of the task's epoch budget.
 POLISH_FRACTION = 0.1
+#: Suffix of a score-matching fit with the singular-value barrier, and its threshold.
+BARRIER_SUFFIX = "+sv"
+BARRIER_THRESHOLD = 0.2
 _DIGITS_NOISE_DRAWS = 4
 _GMM_COMPONENTS = (1, 2, 4, 8, 16)
 
@@ -81,10 +86,11 @@ def _fit(task: Task, method: str, train: np.ndarray, seed: int, device: str, dty
     if method in BASELINES:
         data = train + rng.random(train.shape) if task.integer else train
         return (_kde if method == "KernelDensity" else _gmm)(data, seed), {}
-    objective = method.removesuffix(INSIDE_SUFFIX)
+    objective = method.removesuffix(INSIDE_SUFFIX).removesuffix(BARRIER_SUFFIX)
     model = EBFlowDensity(
         objective=objective,
-        match_after_preprocessing=objective == method,
+        match_after_preprocessing=not method.endswith(INSIDE_SUFFIX),
+        min_singular_value=BARRIER_THRESHOLD if method.endswith(BARRIER_SUFFIX) else None,
         random_state=seed,
         device=device,
         training_dtype=dtype,
@@ -225,7 +231,8 @@ def run_nll(
     records: list[dict] = []
     for task in tasks:
         inside = tuple(o + INSIDE_SUFFIX for o in objectives if o in task.ablation)
-        methods = tuple(objectives) + inside + (BASELINES if baselines else ())
+        barred = tuple(o + BARRIER_SUFFIX for o in objectives if o in task.barrier)
+        methods = tuple(objectives) + barred + inside + (BASELINES if baselines else ())
         for seed in seeds:
             train, test, truth = task.draw(seed)
             for method in methods:

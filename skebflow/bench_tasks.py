@@ -47,6 +47,8 @@ class Task:
         Objectives also run without MaP (as ``<objective>-inside``).
     polish : tuple of str
         Objectives whose fits are also polished by ML (as ``<objective>+ml``).
+    barrier : tuple of str
+        Objectives also run with the singular-value barrier (as ``<objective>+sv``).
     """
 
     group: str
@@ -57,6 +59,7 @@ class Task:
     integer: bool = False
     ablation: tuple[str, ...] = ()
     polish: tuple[str, ...] = ()
+    barrier: tuple[str, ...] = ()
 
 
 def _rng(stream: int, seed: int) -> np.random.Generator:
@@ -71,6 +74,7 @@ def make_tasks(
     quick: bool = False,
     max_iter: int | None = None,
     n_train: int | None = None,
+    patience: int = 10,
 ) -> list[Task]:
     """Build the benchmark's tasks with their documented budgets.
 
@@ -94,6 +98,8 @@ def make_tasks(
         Override every task's epoch budget.
     n_train : int or None, default=None
         Override the number of training samples of the teacher and toy tasks.
+    patience : int, default=10
+        ``n_iter_no_change`` of every fit.
 
     Returns
     -------
@@ -117,7 +123,7 @@ def make_tasks(
     n["bounded"] = n["teacher"]
     if n_train is not None:
         n = {key: (n_train, n_test) for key, (_, n_test) in n.items()}
-    common = {"batch_size": 100, "n_iter_no_change": 10}
+    common = {"batch_size": 100, "n_iter_no_change": patience}
     tasks: list[Task] = []
     if "teacher" in groups:
         for d in teacher_features:
@@ -133,6 +139,7 @@ def make_tasks(
             params = {"architecture": "fc", "n_blocks": 2, "preprocessing": None}
             params["max_iter"] = epochs["teacher"]
             task = Task("teacher", f"teacher-{d}", d, draw, {**common, **params}, polish=ABLATED)
+            task.barrier = ABLATED
             tasks.append(task)
     if "toys" in groups:
         for name in toys:
@@ -159,7 +166,7 @@ def make_tasks(
             "max_iter": epochs["digits"],
         }
         task = Task("digits", "digits", 64, draw_digits, {**common, **params}, True, ABLATED)
-        task.polish = ABLATED
+        task.polish = task.barrier = ABLATED
         tasks.append(task)
     if "bounded" in groups:
         d = 4 if quick else 16

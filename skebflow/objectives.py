@@ -40,10 +40,12 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from skebflow.barrier import SingularValueBarrier
 from skebflow.jets import energy_jet, supports_jet
 
 __all__ = [
     "OBJECTIVES",
+    "SCORE_OBJECTIVES",
     "SM_MAX_FEATURES",
     "EnergyModel",
     "bind_objective",
@@ -59,6 +61,10 @@ __all__ = [
 #: Largest number of features for which exact score matching (``sm``) is allowed: its Hessian
 #: trace costs one backward pass per feature. Use ``"ssm"`` above it.
 SM_MAX_FEATURES = 100
+
+#: The objectives that never compute a determinant or a model sample: nothing in them
+#: keeps a dense layer away from singularity (see :mod:`skebflow.barrier`).
+SCORE_OBJECTIVES: tuple[str, ...] = ("sm", "ssm", "dsm", "fdssm")
 
 _SLICE_DISTRIBUTIONS = ("rademacher", "gaussian")
 
@@ -500,12 +506,15 @@ def bind_objective(
     n_slices: int = 1,
     noise_scale: float = 0.1,
     fd_epsilon: float = 0.1,
+    min_singular_value: float | None = None,
 ) -> Callable[[EnergyModel, Tensor, torch.Generator | None], Tensor]:
     """Return ``loss(model, y, generator)`` for an objective, with its own options bound.
 
     Each objective receives only the options it takes (``n_slices`` for ``"ssm"``,
     ``noise_scale`` for ``"dsm"``, ``fd_epsilon`` for ``"fdssm"``); ``"floor"`` binds
-    :func:`mean_energy`.
+    :func:`mean_energy`. With ``min_singular_value``, the score-matching objectives
+    (``SCORE_OBJECTIVES``) add a :class:`~skebflow.barrier.SingularValueBarrier` on the
+    model's dense layers (a new one per call of this function: it keeps state).
 
     Parameters
     ----------
@@ -517,6 +526,9 @@ def bind_objective(
         Noise of ``"dsm"``.
     fd_epsilon : float, default=0.1
         Perturbation radius of ``"fdssm"``.
+    min_singular_value : float or None, default=None
+        Threshold of the singular-value barrier; ``None`` (or a likelihood objective)
+        adds none.
 
     Returns
     -------
@@ -546,4 +558,11 @@ def bind_objective(
     def loss(model: EnergyModel, y: Tensor, generator: torch.Generator | None) -> Tensor:
         return function(model, y, generator=generator, **options)
 
-    return loss
+    if min_singular_value is None or name not in SCORE_OBJECTIVES:
+        return loss
+    barrier = SingularValueBarrier(min_singular_value)
+
+    def barrier_loss(model: EnergyModel, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        return loss(model, y, generator) + barrier(model)
+
+    return barrier_loss

@@ -60,8 +60,8 @@ def test_nll_quick(tmp_path):
         expected = set(methods)
         if group in ("digits", "bounded"):
             expected |= set(inside)
-        if group in ("teacher", "digits"):  # score matching + a short ML polish
-            expected |= {"ssm+ml", "dsm+ml", "fdssm+ml"}
+        if group in ("teacher", "digits"):  # + a short ML polish; + the barrier
+            expected |= {"ssm+ml", "dsm+ml", "fdssm+ml", "ssm+sv", "dsm+sv", "fdssm+sv"}
         assert set(rows) == expected
         for method in ("ml", "KernelDensity", "GaussianMixture"):
             assert rows[method]["n_ok"] == 1

@@ -1,0 +1,107 @@
+"""The singular-value barrier: exact where it should be, cheap and honest elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from skebflow import EBFlowDensity
+from skebflow.architectures import build_fc
+from skebflow.barrier import SingularValueBarrier
+from skebflow.flow import EnergyFlow
+from skebflow.layers import Dense
+from skebflow.objectives import bind_objective
+
+
+def _matrix(singular_values: list[float], seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    d = len(singular_values)
+    q1 = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))[0]
+    q2 = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))[0]
+    return q1 @ torch.diag(torch.tensor(singular_values, dtype=torch.float64)) @ q2.T
+
+
+def _flow(*weights: torch.Tensor) -> EnergyFlow:
+    layers = [Dense(w.shape[0]).double() for w in weights]
+    with torch.no_grad():
+        for layer, w in zip(layers, weights, strict=True):
+            layer.weight.copy_(w)
+    return EnergyFlow(layers, weights[0].shape[0])
+
+
+def _exact(flow: EnergyFlow, threshold: float) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for layer in flow.layers:
+        values = torch.linalg.svdvals(layer.weight)
+        total = total + torch.relu(1.0 - values / threshold).pow(2).sum()
+    return total
+
+
+def test_exact_value_and_gradient_when_every_pair_is_tracked():
+    flow = _flow(_matrix([2.0, 1.0, 0.15, 0.05]), _matrix([1.0, 0.5, 0.3, 0.01], seed=1))
+    barrier = SingularValueBarrier(0.2, strength=3.0, refresh=1, n_tracked=4)
+    value = barrier(flow)
+    (grad,) = torch.autograd.grad(value, flow.layers[0].weight)
+    expected = 3.0 * _exact(flow, 0.2)
+    (expected_grad,) = torch.autograd.grad(expected, flow.layers[0].weight)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_inverse_iteration_finds_the_smallest_pairs_of_a_large_layer():
+    values = [1.0 + 0.02 * i for i in range(37)] + [0.3, 0.08, 0.01]
+    flow = _flow(_matrix(values, seed=2))
+    barrier = SingularValueBarrier(0.1, refresh=1, n_tracked=4)
+    torch.testing.assert_close(barrier(flow), _exact(flow, 0.1), rtol=1e-8, atol=1e-10)
+
+
+def test_between_searches_the_tracked_pairs_follow_the_weights():
+    flow = _flow(_matrix([1.0, 0.9, 0.12, 0.05], seed=3))
+    barrier = SingularValueBarrier(0.2, refresh=10, n_tracked=4)
+    barrier(flow)  # searches
+    with torch.no_grad():
+        flow.layers[0].weight.mul_(0.5)  # same singular vectors, halved values
+    torch.testing.assert_close(barrier(flow), _exact(flow, 0.2))
+    assert barrier.n_calls == 2
+
+
+def test_well_conditioned_layers_cost_nothing():
+    flow = build_fc(5, n_blocks=2).double()  # identity weights
+    value = SingularValueBarrier(0.2)(flow)
+    assert value.item() == 0.0 and value.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"threshold": 0.0}, {"threshold": 0.1, "strength": -1.0}, {"threshold": 0.1, "refresh": 0}],
+)
+def test_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        SingularValueBarrier(**kwargs)
+
+
+def test_bound_objective_adds_the_barrier_to_score_matching_only():
+    flow = _flow(_matrix([1.0, 0.5, 0.02]))
+    y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in ("ssm", "dsm", "fdssm", "ml"):
+        plain = bind_objective(name)(flow, y, torch.Generator().manual_seed(1))
+        barred = bind_objective(name, min_singular_value=0.1)(
+            flow, y, torch.Generator().manual_seed(1)
+        )
+        gap = (barred - plain).item()
+        expected = 0.0 if name == "ml" else _exact(flow, 0.1).item()
+        assert gap == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_estimator_trains_with_the_barrier():
+    X = np.random.default_rng(0).normal(size=(200, 3)) @ np.array(
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0]]
+    )
+    params = {"objective": "ssm", "architecture": "fc", "max_iter": 3, "random_state": 0}
+    barred = EBFlowDensity(min_singular_value=1.5, **params).fit(X)  # active from step 0
+    plain = EBFlowDensity(**params).fit(X)
+    assert np.all(np.isfinite(barred.score_samples(X)))
+    assert not np.allclose(barred.loss_curve_, plain.loss_curve_)
+    with pytest.raises(ValueError, match="min_singular_value"):
+        EBFlowDensity(min_singular_value=-1.0).fit(X)
