@@ -134,10 +134,7 @@ def make_tasks(
                 test = sample_teacher(teacher, sizes[1], random_state=_rng(1, seed))
                 return train, test, teacher_log_density(teacher, test)
 
-            # The teacher's samples are O(1) already; with per-feature standardization
-            # score matching collapses a direction of the first dense layer (docs).
-            params = {"architecture": "fc", "n_blocks": 2, "preprocessing": None}
-            params["max_iter"] = epochs["teacher"]
+            params = {"architecture": "fc", "n_blocks": 2, "max_iter": epochs["teacher"]}
             task = Task("teacher", f"teacher-{d}", d, draw, {**common, **params}, polish=ABLATED)
             task.barrier = ABLATED
             tasks.append(task)
