@@ -288,6 +288,7 @@ def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         max_iter=args.max_iter,
         n_train=args.n_train,
         patience=args.patience,
+        learning_rate=args.learning_rate,
     )
     seeds = (0,) if args.quick else tuple(range(args.seeds))
     start = time.perf_counter()
@@ -346,6 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     nll.add_argument("--n-train", type=int, default=None, help="teacher and toy sample size")
     nll.add_argument("--no-baselines", action="store_true")
     nll.add_argument("--patience", type=int, default=10, help="n_iter_no_change of every fit")
+    nll.add_argument("--learning-rate", type=float, default=1e-3, help="of every flow")
     return parser
 
 

@@ -75,14 +75,16 @@ def make_tasks(
     max_iter: int | None = None,
     n_train: int | None = None,
     patience: int = 10,
+    learning_rate: float = 1e-3,
 ) -> list[Task]:
     """Build the benchmark's tasks with their documented budgets.
 
     Full budgets: teacher 2,000 training / 2,000 test samples, at most 100 epochs; toys
     2,000 / 5,000, at most 30 epochs; digits 1,437 / 360 images, at most 200 epochs;
     bounded: a 16-dimensional teacher as for ``teacher``.
-    Always batch 100, Adam 1e-3, EMA 0.999, early stopping on 10 % of the training data
-    with patience 10. ``quick`` shrinks everything to a smoke run.
+    Always batch 100, EMA 0.999, Adam (``learning_rate``, default 1e-3), early stopping
+    on 10 % of the training data (``patience``, default 10). ``quick`` shrinks
+    everything to a smoke run.
 
     Parameters
     ----------
@@ -100,6 +102,8 @@ def make_tasks(
         Override the number of training samples of the teacher and toy tasks.
     patience : int, default=10
         ``n_iter_no_change`` of every fit.
+    learning_rate : float, default=1e-3
+        ``learning_rate`` of every fit.
 
     Returns
     -------
@@ -123,7 +127,7 @@ def make_tasks(
     n["bounded"] = n["teacher"]
     if n_train is not None:
         n = {key: (n_train, n_test) for key, (_, n_test) in n.items()}
-    common = {"batch_size": 100, "n_iter_no_change": patience}
+    common = {"batch_size": 100, "n_iter_no_change": patience, "learning_rate": learning_rate}
     tasks: list[Task] = []
     if "teacher" in groups:
         for d in teacher_features:
