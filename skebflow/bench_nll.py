@@ -23,7 +23,7 @@ Remedy for the gap to ML: on ``teacher`` and ``digits`` every score-matching fit
 continued by a short maximum-likelihood polish (``warm_start``, 10 % of the epoch budget;
 method names ending in ``+ml``, fit time includes the score-matching part), and every
 score-matching objective also runs with the singular-value barrier
-(``min_singular_value=0.2``, names ending in ``+sv``).
+(``min_singular_value=0.2``, names ending in ``+sv``; polished: ``+sv+ml``).
 
 The MaP ablation: on ``bounded`` and ``digits`` the score-matching objectives also run
 with ``match_after_preprocessing=False`` (method names ending in ``-inside``), i.e. with
@@ -246,7 +246,7 @@ def run_nll(
                 )
                 records.append(record)
                 log(_line(record))
-                if method in task.polish and model is not None:
+                if method.removesuffix(BARRIER_SUFFIX) in task.polish and model is not None:
                     name = method + POLISH_SUFFIX
                     _, extra = _run(task, name, seed, test, truth, _polisher(task, model, train))
                     extra["fit_seconds"] += record["fit_seconds"]
