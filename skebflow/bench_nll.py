@@ -36,13 +36,10 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
-from sklearn.neighbors import KernelDensity
 
 from skebflow.bench_tasks import Task, _rng
 from skebflow.estimator import EBFlowDensity
@@ -51,7 +48,8 @@ __all__ = ["NLL_OBJECTIVES", "run_nll", "summarize"]
 
 #: Objectives compared by ``bench nll`` (``"sm"`` can be added for D <= 100).
 NLL_OBJECTIVES: tuple[str, ...] = ("ml", "sml", "ssm", "dsm", "fdssm")
-BASELINES: tuple[str, ...] = ("KernelDensity", "GaussianMixture")
+#: ``fit(train, seed) -> fitted model with score_samples``: what a baseline is.
+BaselineFit = Callable[[np.ndarray, int], object]
 #: Suffix of a method trained with the preprocessing inside the flow (no MaP).
 INSIDE_SUFFIX = "-inside"
 #: Suffix of a score-matching fit followed by a short maximum-likelihood polish.
@@ -62,30 +60,28 @@ POLISH_FRACTION = 0.1
 BARRIER_SUFFIX = "+sv"
 BARRIER_THRESHOLD = 0.2
 _DIGITS_NOISE_DRAWS = 4
-_GMM_COMPONENTS = (1, 2, 4, 8, 16)
 
 
-def _kde(train: np.ndarray, seed: int) -> KernelDensity:
-    scale = float(np.mean(np.std(train, axis=0)))
-    grid = {"bandwidth": scale * np.logspace(-2.0, 0.5, 11)}
-    return GridSearchCV(KernelDensity(), grid, cv=3).fit(train).best_estimator_
-
-
-def _gmm(train: np.ndarray, seed: int) -> GaussianMixture:
-    components = [k for k in _GMM_COMPONENTS if k * (train.shape[1] + 1) < len(train) / 2]
-    model = GaussianMixture(covariance_type="full", random_state=seed, max_iter=200)
+def _quiet_fit(model: EBFlowDensity, train: np.ndarray) -> EBFlowDensity:
+    """Fit without the estimator's max_iter warning (epochs run are recorded instead)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search = GridSearchCV(model, {"n_components": components or [1]}, cv=3)
-        return search.fit(train).best_estimator_
+        warnings.filterwarnings("ignore", message="EBFlowDensity stopped after max_iter")
+        return model.fit(train)
 
 
-def _fit(task: Task, method: str, train: np.ndarray, seed: int, device: str, dtype: str) -> tuple:
+def _fit(
+    task: Task,
+    method: str,
+    train: np.ndarray,
+    seed: int,
+    device: str,
+    dtype: str,
+    baselines: Mapping[str, BaselineFit],
+) -> tuple:
     """Fit one method; return the fitted model and extra record fields."""
-    rng = _rng(2, seed)
-    if method in BASELINES:
-        data = train + rng.random(train.shape) if task.integer else train
-        return (_kde if method == "KernelDensity" else _gmm)(data, seed), {}
+    if method in baselines:
+        data = train + _rng(2, seed).random(train.shape) if task.integer else train
+        return baselines[method](data, seed), {}
     objective = method.removesuffix(INSIDE_SUFFIX).removesuffix(BARRIER_SUFFIX)
     model = EBFlowDensity(
         objective=objective,
@@ -96,33 +92,16 @@ def _fit(task: Task, method: str, train: np.ndarray, seed: int, device: str, dty
         training_dtype=dtype,
         **task.params,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(train)
+    _quiet_fit(model, train)
     return model, {"n_iter": model.n_iter_, "n_skipped_steps": model.n_skipped_steps_}
 
 
-def _polish(task: Task, model: EBFlowDensity, train: np.ndarray) -> EBFlowDensity:
-    """Continue a fitted model by a few epochs of maximum likelihood (a copy)."""
+def _polish(task: Task, model: EBFlowDensity, train: np.ndarray) -> tuple:
+    """Continue a copy of a fitted model by a few epochs of maximum likelihood."""
     epochs = max(1, round(POLISH_FRACTION * task.params["max_iter"]))
     polished = copy.deepcopy(model).set_params(objective="ml", warm_start=True, max_iter=epochs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return polished.fit(train)
-
-
-def _fitter(
-    task: Task, method: str, train: np.ndarray, seed: int, device: str, dtype: str
-) -> Callable[[], tuple]:
-    return lambda: _fit(task, method, train, seed, device, dtype)
-
-
-def _polisher(task: Task, model: EBFlowDensity, train: np.ndarray) -> Callable[[], tuple]:
-    def polish() -> tuple:
-        polished = _polish(task, model, train)
-        return polished, {"n_iter": model.n_iter_ + polished.n_iter_}
-
-    return polish
+    _quiet_fit(polished, train)
+    return polished, {"n_iter": model.n_iter_ + polished.n_iter_}
 
 
 def _run(
@@ -193,7 +172,7 @@ def run_nll(
     *,
     objectives: tuple[str, ...] = NLL_OBJECTIVES,
     seeds: tuple[int, ...] = (0, 1),
-    baselines: bool = True,
+    baselines: Mapping[str, BaselineFit] | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     log: Callable[[str], None] = print,
@@ -213,8 +192,10 @@ def run_nll(
     seeds : tuple of int, default=(0, 1)
         Seeds of the training samples and of the estimators (test samples too, except
         for digits, whose split is shuffled by the seed).
-    baselines : bool, default=True
-        Also fit KernelDensity and GaussianMixture.
+    baselines : mapping of str to callable, optional
+        Named baseline estimators, ``fit(train, seed) -> model`` with ``score_samples``
+        (``skebflow.bench`` passes KernelDensity and GaussianMixture); fitted to
+        dequantized data for integer tasks.
     device, dtype : str
         ``EBFlowDensity(device=..., training_dtype=...)``.
     log : callable, default=print
@@ -228,27 +209,23 @@ def run_nll(
         ``excess_per_dim``, ``nll``, ``nll_centre``, ``bits_per_dim``, ``n_iter``,
         ``n_skipped_steps``.
     """
+    baselines = dict(baselines or {})
     records: list[dict] = []
     for task in tasks:
         inside = tuple(o + INSIDE_SUFFIX for o in objectives if o in task.ablation)
         barred = tuple(o + BARRIER_SUFFIX for o in objectives if o in task.barrier)
-        methods = tuple(objectives) + barred + inside + (BASELINES if baselines else ())
+        methods = tuple(objectives) + barred + inside + tuple(baselines)
         for seed in seeds:
             train, test, truth = task.draw(seed)
             for method in methods:
-                model, record = _run(
-                    task,
-                    method,
-                    seed,
-                    test,
-                    truth,
-                    _fitter(task, method, train, seed, device, dtype),
-                )
+                fit = partial(_fit, task, method, train, seed, device, dtype, baselines)
+                model, record = _run(task, method, seed, test, truth, fit)
                 records.append(record)
                 log(_line(record))
                 if method.removesuffix(BARRIER_SUFFIX) in task.polish and model is not None:
                     name = method + POLISH_SUFFIX
-                    _, extra = _run(task, name, seed, test, truth, _polisher(task, model, train))
+                    polish = partial(_polish, task, model, train)
+                    _, extra = _run(task, name, seed, test, truth, polish)
                     extra["fit_seconds"] += record["fit_seconds"]
                     records.append(extra)
                     log(_line(extra))
