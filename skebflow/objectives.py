@@ -344,20 +344,19 @@ def ssm(
     else:
         v = torch.randn(shape, **options)
     grad_enabled = torch.is_grad_enabled()
-    if supports_jet(model):
-        # Taylor mode: vᵀ∇²E v from one forward pass, shared by the slices; the score
-        # still needs one backward pass (skebflow.jets).
-        with torch.enable_grad():
+    with torch.enable_grad():
+        if supports_jet(model):
+            # Taylor mode: vᵀ∇²E v from one forward pass, shared by the slices; the score
+            # still needs one backward pass (skebflow.jets).
             y = y.detach().requires_grad_(True)
             energy, _, second = energy_jet(model, y, v.reshape(n_slices, *y.shape))
             (grad,) = torch.autograd.grad(energy.sum(), y, create_graph=grad_enabled)
-            loss = (0.5 * (grad**2).sum(1) - second.mean(0)).mean() / y.shape[1]
-        return loss if grad_enabled else loss.detach()
-    y = y.detach().repeat(n_slices, 1)
-    with torch.enable_grad():
-        y, grad = _energy_grad(model, y, create_graph=True)
-        (hvp,) = torch.autograd.grad((grad * v).sum(), y, create_graph=grad_enabled)
-        loss = (0.5 * (grad**2).sum(1) - (v * hvp).sum(1)).mean() / y.shape[1]
+            quadratic = second.mean(0)
+        else:
+            y, grad = _energy_grad(model, y.detach().repeat(n_slices, 1), create_graph=True)
+            (hvp,) = torch.autograd.grad((grad * v).sum(), y, create_graph=grad_enabled)
+            quadratic = (v * hvp).sum(1)
+        loss = (0.5 * (grad**2).sum(1).mean() - quadratic.mean()) / y.shape[1]
     return loss if grad_enabled else loss.detach()
 
 
