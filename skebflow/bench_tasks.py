@@ -139,9 +139,8 @@ def make_tasks(
                 return train, test, teacher_log_density(teacher, test)
 
             params = {"architecture": "fc", "n_blocks": 2, "max_iter": epochs["teacher"]}
-            task = Task("teacher", f"teacher-{d}", d, draw, {**common, **params}, polish=ABLATED)
-            task.barrier = ABLATED
-            tasks.append(task)
+            remedies = {"polish": ABLATED, "barrier": ABLATED}
+            tasks.append(Task("teacher", f"teacher-{d}", d, draw, {**common, **params}, **remedies))
     if "toys" in groups:
         for name in toys:
 
@@ -166,9 +165,10 @@ def make_tasks(
             "dequantize": True,
             "max_iter": epochs["digits"],
         }
-        task = Task("digits", "digits", 64, draw_digits, {**common, **params}, True, ABLATED)
-        task.polish = task.barrier = ABLATED
-        tasks.append(task)
+        studies = {"ablation": ABLATED, "polish": ABLATED, "barrier": ABLATED}
+        tasks.append(
+            Task("digits", "digits", 64, draw_digits, {**common, **params}, True, **studies)
+        )
     if "bounded" in groups:
         d = 4 if quick else 16
         teacher = make_teacher(d, random_state=1000 + d)
@@ -191,7 +191,8 @@ def make_tasks(
             "max_iter": epochs["bounded"],
         }
         name = f"sigmoid-teacher-{d}"
-        tasks.append(Task("bounded", name, d, draw_bounded, {**common, **params}, False, ABLATED))
+        task = Task("bounded", name, d, draw_bounded, {**common, **params}, ablation=ABLATED)
+        tasks.append(task)
     return tasks
 
 
