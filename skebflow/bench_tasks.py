@@ -48,7 +48,8 @@ class Task:
     polish : tuple of str
         Objectives whose fits are also polished by ML (as ``<objective>+ml``).
     barrier : tuple of str
-        Objectives also run with the singular-value barrier (as ``<objective>+sv``).
+        Objectives also run without the default singular-value barrier (as
+        ``<objective>-sv``).
     """
 
     group: str

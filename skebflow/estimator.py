@@ -33,7 +33,7 @@ from skebflow._torch import (
 from skebflow.ablation import with_preprocessing, without_preprocessing
 from skebflow.architectures import ARCHITECTURES
 from skebflow.flow import EnergyFlow
-from skebflow.objectives import OBJECTIVES, bind_objective
+from skebflow.objectives import OBJECTIVES, SCORE_OBJECTIVES, bind_objective
 from skebflow.preprocessing import PREPROCESSING, Chain, make_preprocessing
 from skebflow.training import TrainConfig, train
 
@@ -42,9 +42,13 @@ __all__ = ["EBFlowDensity"]
 #: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
 AUTO_COUPLING_MAX_FEATURES = 128
 #: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
-#: by maximum likelihood, whose determinants are cheap there and whose held-out likelihood
-#: was the best in the defaults study (docs/defaults.md).
-AUTO_SSM_MIN_FEATURES = 512
+#: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
+#: (up to D = 784) and whose step costs less than 3 SSM steps below this size on a CPU
+#: (docs/defaults.md, docs/benchmarks.md).
+AUTO_SSM_MIN_FEATURES = 2048
+#: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
+#: on standardized or logit-mapped data (docs/defaults.md).
+AUTO_MIN_SINGULAR_VALUE = 0.2
 #: Default number of blocks per architecture when ``n_blocks=None``.
 DEFAULT_BLOCKS = {"fc": 2, "coupling": 4}
 #: Below this many features a CPU fit trains on one intra-op thread (small operations run
@@ -81,25 +85,30 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     objective : {"auto", "ml", "sml", "sm", "ssm", "dsm", "fdssm"}, default="auto"
         Training objective: maximum likelihood, sampling-based ML, exact, sliced,
         denoising or finite-difference sliced score matching. ``"auto"`` is ``"ml"``
-        below 512 features, where determinants are cheap and maximum likelihood gave the
-        best held-out likelihood in the defaults study, and ``"ssm"`` from 512 on, where
-        the determinants dominate a maximum-likelihood step.
+        below 2048 features and ``"ssm"`` from 2048 on. Maximum likelihood gave the best
+        held-out likelihood wherever it was measured (up to 784 features, where SSM
+        with the barrier was still twice as far from the truth), and below 2048 features
+        its determinants make a step less than about 3 times as slow as an SSM step on
+        a CPU (``docs/defaults.md``).
     noise_scale : float, default=0.1
         Noise standard deviation of ``"dsm"`` (in preprocessed units).
     fd_epsilon : float, default=0.1
         Radius of the finite-difference perturbation of ``"fdssm"``.
     n_slices : int, default=1
         Random projections per sample for ``"ssm"``.
-    min_singular_value : float or None, default=None
+    min_singular_value : float, "auto" or None, default="auto"
         Score-matching objectives only (``"sm"``, ``"ssm"``, ``"dsm"``, ``"fdssm"``): add a
         soft barrier that keeps the singular values of the dense layers above this value
         (:class:`skebflow.barrier.SingularValueBarrier`; one LU factorization per layer
-        every 50 steps). Score matching can otherwise drive a dense layer towards
-        singularity, which leaks probability mass away from the data; on the D = 64
-        teacher of ``docs/benchmarks.md`` (standardized, 400 epochs, a patience that
-        lets them run), 0.2 took SSM's excess NLL from 0.49 to 0.027 nats per dimension.
-        Its benefit appears late: with a short patience, early stopping may end the fit
-        first. ``None`` adds nothing.
+        every 50 steps, 10–25 % more time per step). Score matching can otherwise drive a
+        dense layer towards singularity, which leaks probability mass away from the data:
+        on the FC teachers of ``docs/benchmarks.md`` a threshold of 0.2 took SSM's
+        excess NLL from 1.41 to 0.37 nats per dimension at D = 784, from 1.69 to 0.47 at
+        D = 256 and from 0.49 to 0.027 at D = 64 (long budget). ``"auto"`` is 0.2 (in
+        preprocessed units) for the score-matching objectives when ``preprocessing`` is
+        set, and no barrier otherwise (maximum likelihood has its own, the
+        determinant; without preprocessing the data's units are unknown, so pass a
+        threshold yourself). ``None`` adds nothing.
     preprocessing : {"standardize", "logit"} or None, default="standardize"
         Map applied outside the flow (Match after Preprocessing); its log-Jacobian is
         added back, so densities stay in the units of ``X``.
@@ -171,6 +180,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Optimizer steps skipped because the loss or a gradient was not finite.
     objective_ : str
         The objective used (``"auto"`` resolved).
+    min_singular_value_ : float or None
+        The singular-value barrier's threshold used (``"auto"`` resolved).
     architecture_ : str
         The architecture used (``"auto"`` resolved).
     device_ : torch.device
@@ -207,7 +218,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "noise_scale": [Interval(Real, 0, None, closed="neither")],
         "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
-        "min_singular_value": [Interval(Real, 0, None, closed="neither"), None],
+        "min_singular_value": [
+            Interval(Real, 0, None, closed="neither"),
+            StrOptions({"auto"}),
+            None,
+        ],
         "preprocessing": [StrOptions({name for name in PREPROCESSING if name}), None],
         "bounds": [tuple, list, None],
         "dequantize": ["boolean"],
@@ -239,7 +254,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         noise_scale: float = 0.1,
         fd_epsilon: float = 0.1,
         n_slices: int = 1,
-        min_singular_value: float | None = None,
+        min_singular_value: float | str | None = "auto",
         preprocessing: str | None = "standardize",
         bounds: tuple[float, float] | None = None,
         dequantize: bool = False,
@@ -297,6 +312,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             objective = "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
         return architecture, objective
 
+    def _resolve_barrier(self, objective: str) -> float | None:
+        """Threshold of the singular-value barrier for ``objective``, or ``None``."""
+        if self.min_singular_value != "auto":
+            return self.min_singular_value
+        if objective in SCORE_OBJECTIVES and self.preprocessing is not None:
+            return AUTO_MIN_SINGULAR_VALUE
+        return None
+
     def _build_flow(
         self, architecture: str, n_features: int, generator: torch.Generator
     ) -> EnergyFlow:
@@ -328,6 +351,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         )
         n_samples, n_features = X.shape
         architecture, objective = self._resolve(n_features)
+        min_singular_value = self._resolve_barrier(objective)
         device = resolve_device(self.device)
         dtype = _DTYPES[self.training_dtype]
         seed = seed_from_random_state(self.random_state)
@@ -400,7 +424,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                     n_slices=self.n_slices,
                     noise_scale=self.noise_scale,
                     fd_epsilon=self.fd_epsilon,
-                    min_singular_value=self.min_singular_value,
+                    min_singular_value=min_singular_value,
                 ),
                 train_data,
                 config=config,
@@ -415,6 +439,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.preprocessing_ = chain
         self.device_ = device
         self.architecture_, self.objective_ = architecture, objective
+        self.min_singular_value_ = min_singular_value
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
         self.validation_scores_ = result.validation_scores

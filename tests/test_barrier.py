@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from skebflow import EBFlowDensity
+import skebflow.estimator as estimator_module
 from skebflow.architectures import build_fc
 from skebflow.barrier import SingularValueBarrier
+from skebflow.estimator import AUTO_MIN_SINGULAR_VALUE, EBFlowDensity
 from skebflow.flow import EnergyFlow
 from skebflow.layers import Dense
 from skebflow.objectives import bind_objective
@@ -100,8 +101,43 @@ def test_estimator_trains_with_the_barrier():
     )
     params = {"objective": "ssm", "architecture": "fc", "max_iter": 3, "random_state": 0}
     barred = EBFlowDensity(min_singular_value=1.5, **params).fit(X)  # active from step 0
-    plain = EBFlowDensity(**params).fit(X)
+    plain = EBFlowDensity(min_singular_value=None, **params).fit(X)
     assert np.all(np.isfinite(barred.score_samples(X)))
     assert not np.allclose(barred.loss_curve_, plain.loss_curve_)
     with pytest.raises(ValueError, match="min_singular_value"):
         EBFlowDensity(min_singular_value=-1.0).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("objective", "preprocessing", "expected"),
+    [
+        ("ssm", "standardize", AUTO_MIN_SINGULAR_VALUE),
+        ("dsm", "standardize", AUTO_MIN_SINGULAR_VALUE),
+        ("fdssm", "standardize", AUTO_MIN_SINGULAR_VALUE),
+        ("ml", "standardize", None),
+        ("sml", "standardize", None),
+        ("ssm", None, None),
+    ],
+)
+def test_auto_barrier_is_on_for_score_matching_on_preprocessed_data(
+    objective, preprocessing, expected
+):
+    X = np.random.default_rng(1).normal(size=(60, 2))
+    est = EBFlowDensity(
+        objective=objective, preprocessing=preprocessing, max_iter=1, random_state=0
+    ).fit(X)
+    assert est.min_singular_value_ == expected
+    explicit = EBFlowDensity(objective=objective, min_singular_value=0.3, max_iter=1).fit(X)
+    assert explicit.min_singular_value_ == 0.3
+
+
+def test_auto_barrier_reaches_the_training_loss(monkeypatch):
+    # A threshold above the initial singular values makes the barrier active at once.
+    monkeypatch.setattr(estimator_module, "AUTO_MIN_SINGULAR_VALUE", 1.5)
+    X = np.random.default_rng(2).normal(size=(120, 3))
+    params = {"objective": "ssm", "architecture": "fc", "max_iter": 2, "random_state": 0}
+    auto = EBFlowDensity(**params).fit(X)
+    explicit = EBFlowDensity(min_singular_value=1.5, **params).fit(X)
+    plain = EBFlowDensity(min_singular_value=None, **params).fit(X)
+    np.testing.assert_allclose(auto.loss_curve_, explicit.loss_curve_)
+    assert not np.allclose(auto.loss_curve_, plain.loss_curve_)

@@ -294,3 +294,11 @@ def test_every_objective_trains_every_architecture_in_float32(
         gaussian_data
     )
     assert est.n_skipped_steps_ == 0 and np.isfinite(est.score(gaussian_data))
+
+
+@pytest.mark.parametrize(
+    ("n_features", "architecture", "objective"),
+    [(2, "coupling", "ml"), (129, "fc", "ml"), (2047, "fc", "ml"), (2048, "fc", "ssm")],
+)
+def test_auto_choices_follow_the_documented_thresholds(n_features, architecture, objective):
+    assert EBFlowDensity()._resolve(n_features) == (architecture, objective)
