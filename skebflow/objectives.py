@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from skebflow.barrier import SingularValueBarrier
-from skebflow.jets import energy_jet, supports_jet
+from skebflow.jets import energy_jet, energy_score_curvature, supports_jet
 
 __all__ = [
     "OBJECTIVES",
@@ -142,10 +142,14 @@ def _energy(model: EnergyModel, y: Tensor) -> Tensor:
     return energy
 
 
-def _energy_grad(model: EnergyModel, y: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
-    """Return a fresh leaf copy of ``y`` and ``∇_y E`` at it (the negative model score)."""
+def _require_autograd() -> None:
     if torch.is_inference_mode_enabled():
         raise RuntimeError("score objectives need autograd; use torch.no_grad, not inference_mode.")
+
+
+def _energy_grad(model: EnergyModel, y: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
+    """Return a fresh leaf copy of ``y`` and ``∇_y E`` at it (the negative model score)."""
+    _require_autograd()
     y = y.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(_energy(model, y).sum(), y, create_graph=create_graph)
     return y, grad
@@ -235,8 +239,10 @@ def sml(model: EnergyModel, y: Tensor, *, generator: torch.Generator | None = No
 def sm(model: EnergyModel, y: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """Exact score matching: ``mean(½‖s‖² + tr ∇_y s) / D`` with ``s = -∇_y E`` [1]_.
 
-    The Hessian trace costs ``D`` extra backward passes, so this is refused above
-    :data:`SM_MAX_FEATURES` (100) features: use ``"ssm"`` instead. The energy must be twice
+    The Hessian trace costs ``D`` extra backward passes (or, for flows with second-order
+    rules such as the FC architecture, ``D`` Taylor-mode tangents in one forward pass,
+    :func:`skebflow.jets.energy_jet`), so this is refused above :data:`SM_MAX_FEATURES`
+    (100) features: use ``"ssm"`` instead. The energy must be twice
     differentiable. ``generator`` is accepted for a uniform signature and unused.
 
     Parameters
@@ -273,6 +279,12 @@ def sm(model: EnergyModel, y: Tensor, *, generator: torch.Generator | None = Non
             f"to SM_MAX_FEATURES={SM_MAX_FEATURES} features, got {d}; use 'ssm' instead."
         )
     grad_enabled = torch.is_grad_enabled()
+    if supports_jet(model):
+        # Taylor mode along the D coordinate axes: the gradient and the Hessian diagonal
+        # from one forward pass, no backward pass (skebflow.jets).
+        axes = torch.eye(d, dtype=y.dtype, device=y.device)
+        _, first, second = energy_jet(model, y, axes.unsqueeze(1).expand(d, *y.shape))
+        return (0.5 * (first**2).sum(0) - second.sum(0)).mean() / d
     with torch.enable_grad():
         y, grad = _energy_grad(model, y, create_graph=True)
         trace_hessian = sum(
@@ -297,8 +309,9 @@ def ssm(
 
     ``v`` is Rademacher or standard Gaussian (both have ``E[vvᵀ] = I``). For flows whose
     layers all have second-order rules (:func:`skebflow.jets.supports_jet`, e.g. the FC
-    architecture) ``vᵀ(∇_y s)v`` comes from one Taylor-mode forward pass; otherwise from a
-    Hessian-vector product by double backward. ``n_slices > 1`` draws ``n_slices`` slices
+    architecture) ``vᵀ(∇_y s)v`` comes from first-order tangents and the score's reverse pass
+    (:func:`skebflow.jets.energy_score_curvature`); otherwise from a Hessian-vector product
+    by double backward. ``n_slices > 1`` draws ``n_slices`` slices
     per sample in one batched call (the rows of ``v`` match ``y.repeat(n_slices, 1)``), so it
     equals ``n_slices=1`` on the tiled batch. The energy must be twice differentiable.
 
@@ -346,11 +359,12 @@ def ssm(
     grad_enabled = torch.is_grad_enabled()
     with torch.enable_grad():
         if supports_jet(model):
-            # Taylor mode: vᵀ∇²E v from one forward pass, shared by the slices; the score
-            # still needs one backward pass (skebflow.jets).
-            y = y.detach().requires_grad_(True)
-            energy, _, second = energy_jet(model, y, v.reshape(n_slices, *y.shape))
-            (grad,) = torch.autograd.grad(energy.sum(), y, create_graph=grad_enabled)
+            # First-order tangents forward, one reverse pass for the score and the adjoints
+            # that weight the nonlinearities' second-order sources (skebflow.jets).
+            _require_autograd()
+            _, grad, second = energy_score_curvature(
+                model, y, v.reshape(n_slices, *y.shape), create_graph=grad_enabled
+            )
             quadratic = second.mean(0)
         else:
             y, grad = _energy_grad(model, y.detach().repeat(n_slices, 1), create_graph=True)
@@ -401,8 +415,16 @@ def dsm(
     generator = _generator(generator, y)
     eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     grad_enabled = torch.is_grad_enabled()
+    noisy = y.detach() + noise_scale * eps
     with torch.enable_grad():
-        _, grad = _energy_grad(model, y.detach() + noise_scale * eps, create_graph=grad_enabled)
+        if supports_jet(model):
+            # The score's reverse pass without a gradient for the noisy points themselves
+            # when the loss is differentiated (skebflow.jets; no slices).
+            _require_autograd()
+            no_slices = noisy.new_zeros((0, *noisy.shape))
+            _, grad, _ = energy_score_curvature(model, noisy, no_slices, create_graph=grad_enabled)
+        else:
+            _, grad = _energy_grad(model, noisy, create_graph=grad_enabled)
         # s + ε/σ with s = -∇E
         loss = 0.5 * ((eps / noise_scale - grad) ** 2).sum(1).mean() / y.shape[1]
     return loss if grad_enabled else loss.detach()

@@ -11,7 +11,7 @@ from conftest import perturb_, random_flow
 from skebflow import objectives
 from skebflow.architectures import build_coupling
 from skebflow.flow import EnergyFlow
-from skebflow.jets import energy_jet, supports_jet
+from skebflow.jets import energy_jet, energy_score_curvature, supports_jet
 from skebflow.layers import ActNorm, Dense, Permutation, SmoothLeakyReLU
 
 
@@ -56,6 +56,47 @@ def test_jet_matches_autograd_derivatives(name):
             hess = torch.autograd.functional.hessian(f, y[i])
             torch.testing.assert_close(first[s, i], grad @ v[s, i])
             torch.testing.assert_close(second[s, i], v[s, i] @ hess @ v[s, i])
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_score_curvature_matches_autograd_derivatives(name):
+    flow = FLOWS[name]()
+    generator = torch.Generator().manual_seed(8)
+    y = 1.5 * torch.randn(5, 4, generator=generator, dtype=torch.float64)
+    v = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)
+    energy, grad, second = energy_score_curvature(flow, y, v)
+    torch.testing.assert_close(energy, flow.energy(y))
+    for i in range(5):
+
+        def f(t: torch.Tensor) -> torch.Tensor:
+            return flow.energy(t.unsqueeze(0)).sum()
+
+        torch.testing.assert_close(grad[i], torch.autograd.functional.jacobian(f, y[i]))
+        hess = torch.autograd.functional.hessian(f, y[i])
+        for s in range(3):
+            torch.testing.assert_close(second[s, i], v[s, i] @ hess @ v[s, i])
+
+
+def test_score_curvature_parameter_gradients_match_the_jet():
+    # Same function of the parameters, so the same gradients (what training relies on).
+    flow = FLOWS["fc-3-residual"]()
+    generator = torch.Generator().manual_seed(9)
+    y = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    v = torch.randn(2, 6, 4, generator=generator, dtype=torch.float64)
+    params = list(flow.parameters())
+    _, grad, second = energy_score_curvature(flow, y, v)
+    new = torch.autograd.grad((grad**2).sum() + second.sum(), params)
+    leaf = y.clone().requires_grad_(True)
+    energy, _, second_jet = energy_jet(flow, leaf, v)
+    (grad_jet,) = torch.autograd.grad(energy.sum(), leaf, create_graph=True)
+    old = torch.autograd.grad((grad_jet**2).sum() + second_jet.sum(), params)
+    for a, b in zip(new, old, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_score_curvature_refuses_flows_without_rules():
+    with pytest.raises(TypeError, match="second-order rule"):
+        energy_score_curvature(build_coupling(2), torch.zeros(1, 2), torch.zeros(1, 1, 2))
 
 
 @pytest.mark.parametrize("n_slices", [1, 3])
@@ -104,3 +145,44 @@ def test_support_is_detected_and_required():
     assert not supports_jet(types.SimpleNamespace(energy=lambda y: y.sum(1)))
     with pytest.raises(TypeError, match="second-order rule"):
         energy_jet(coupling, torch.zeros(1, 2), torch.zeros(1, 1, 2))
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_sm_jet_path_equals_backward_passes(monkeypatch, grad_enabled):
+    flow = random_flow("fc", 5, seed=5, n_blocks=2)
+    y = torch.randn(7, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        flow.zero_grad()
+        with torch.set_grad_enabled(grad_enabled):
+            loss = objectives.sm(flow, y)
+        if not grad_enabled:
+            assert not loss.requires_grad
+            return loss, []
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
+
+    jet_loss, jet_grads = loss_and_grads()
+    monkeypatch.setattr(objectives, "supports_jet", lambda model: False)
+    ref_loss, ref_grads = loss_and_grads()
+    torch.testing.assert_close(jet_loss, ref_loss)
+    for a, b in zip(jet_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_dsm_jet_path_equals_autograd(monkeypatch):
+    flow = random_flow("fc", 5, seed=6, n_blocks=3)
+    y = torch.randn(6, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        flow.zero_grad()
+        loss = objectives.dsm(flow, y, generator=torch.Generator().manual_seed(5))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
+
+    jet_loss, jet_grads = loss_and_grads()
+    monkeypatch.setattr(objectives, "supports_jet", lambda model: False)
+    ref_loss, ref_grads = loss_and_grads()
+    torch.testing.assert_close(jet_loss, ref_loss)
+    for a, b in zip(jet_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
