@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m skebflow bench {speed,nll} [options]``.
+"""Benchmarks: ``python -m skebflow bench {speed,nll,truth} [options]``.
 
 ``speed``
     Time per training step of every objective on the paper's FC flow (batch 100) at
@@ -8,6 +8,9 @@
     Held-out NLL of every objective against ML, KernelDensity and GaussianMixture on
     known-density teacher data, the 2-D toys and the 8×8 digits; see
     :mod:`skebflow.bench_nll`.
+``truth``
+    Each objective minimized from a teacher's exact parameters on a finite sample: where
+    the objective's own optimum lies; see :mod:`skebflow.bench_truth`.
 
 Each writes ``<name>.json`` (machine, command, configuration, every measurement),
 ``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
@@ -48,6 +51,7 @@ from skebflow._torch import resolve_device
 from skebflow.bench_nll import NLL_OBJECTIVES, run_nll, summarize
 from skebflow.bench_speed import SPEED_OBJECTIVES, run_speed
 from skebflow.bench_tasks import make_tasks
+from skebflow.bench_truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
 
 __all__ = ["main", "nll_markdown", "speed_markdown"]
 
@@ -345,15 +349,42 @@ def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     return 0
 
 
+def _truth(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    sizes = {"features": args.features, "n_train": args.n_train, "n_test": args.n_test}
+    steps = {"iterations": args.iterations, "report_every": args.report_every}
+    if args.quick:
+        sizes, steps = {"features": 4, "n_train": 100, "n_test": 200}, {"iterations": 4}
+        steps["report_every"] = 2
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        records = run_truth(
+            **sizes,
+            **steps,
+            objectives=tuple(args.objectives),
+            seed=args.seed,
+            dtype=_DTYPES[args.dtype],
+            log=log,
+        )
+    config = {**sizes, **steps, "seed": args.seed, "dtype": args.dtype, "quick": args.quick}
+    payload = {"benchmark": "truth", "command": sys.argv, "machine": machine, "config": config}
+    payload["results"] = records
+    folder = Path(args.output)
+    _write(folder, "truth", payload, truth_markdown(records))
+    log(f"wrote {folder / 'truth.json'} and {folder / 'truth.md'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m skebflow bench", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = parser.add_subparsers(dest="command", required=True)
     speed = commands.add_parser("speed", help="time per training step of every objective")
     nll = commands.add_parser("nll", help="held-out NLL of every objective and baselines")
-    for sub, default_threads in ((speed, None), (nll, 1)):
+    truth = commands.add_parser("truth", help="each objective's optimum, from the truth")
+    for sub, default_threads in ((speed, None), (nll, 1), (truth, None)):
         sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
-        sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+        if sub is not truth:
+            sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
         sub.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
         sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
         sub.add_argument(
@@ -379,6 +410,13 @@ def _parser() -> argparse.ArgumentParser:
     nll.add_argument("--no-baselines", action="store_true")
     nll.add_argument("--patience", type=int, default=10, help="n_iter_no_change of every fit")
     nll.add_argument("--learning-rate", type=float, default=1e-3, help="of every flow")
+    truth.add_argument("--features", type=int, default=64, help="teacher dimension")
+    truth.add_argument("--n-train", type=int, default=4500)
+    truth.add_argument("--n-test", type=int, default=20000)
+    truth.add_argument("--objectives", nargs="+", default=list(TRUTH_OBJECTIVES))
+    truth.add_argument("--iterations", type=int, default=200, help="L-BFGS iterations")
+    truth.add_argument("--report-every", type=int, default=20)
+    truth.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -398,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
-    return _speed(args, log) if args.command == "speed" else _nll(args, log)
+    return {"speed": _speed, "nll": _nll, "truth": _truth}[args.command](args, log)
 
 
 if __name__ == "__main__":  # pragma: no cover
