@@ -6,7 +6,7 @@ EMA), fitted with the same architecture and budget for every objective, over sev
 ``GaussianMixture`` (full covariances, number of components by 3-fold cross-validation)
 are fitted to the same training samples. Data sets:
 
-* ``teacher``: samples of a random FC teacher flow (:func:`skebflow.datasets.make_teacher`),
+* ``teacher``: samples of a random FC teacher flow (:func:`skebflow.teachers.make_teacher`),
   whose log-density is exact: the excess NLL ``mean(log p_true - log p_model)`` over test
   samples is an unbiased estimate of KL(truth ‖ model), reported in nats per dimension.
 * ``toys``: the smoothed 2-D toys of :mod:`skebflow.datasets` (exact densities), excess

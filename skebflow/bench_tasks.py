@@ -10,14 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from skebflow.datasets import (
-    load_digits_integer,
-    make_teacher,
-    make_toy,
-    sample_teacher,
-    teacher_log_density,
-    toy_log_density,
-)
+from skebflow.datasets import load_digits_integer, make_toy, toy_log_density
+from skebflow.teachers import make_teacher, sample_teacher, teacher_log_density
 
 __all__ = ["ABLATED", "Task", "make_tasks"]
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from skebflow.bench_tasks import _rng
-from skebflow.datasets import make_teacher, sample_teacher, teacher_log_density
 from skebflow.flow import EnergyFlow
 from skebflow.layers import Dense
 from skebflow.objectives import ml, sm
+from skebflow.teachers import make_teacher, sample_teacher, teacher_log_density
 
 __all__ = ["TRUTH_OBJECTIVES", "run_truth", "truth_markdown"]
 

@@ -16,7 +16,7 @@ from skebflow.bench import main
 from skebflow.bench_nll import NLL_OBJECTIVES
 from skebflow.bench_speed import SPEED_OBJECTIVES
 from skebflow.bench_truth import TRUTH_OBJECTIVES, run_truth
-from skebflow.datasets import make_teacher, sample_teacher, teacher_log_density
+from skebflow.teachers import make_teacher, sample_teacher, teacher_log_density
 
 
 def _finite(value):
@@ -139,7 +139,7 @@ def test_bench_rejects_unknown_subcommand():
         main(["nothing"])
 
 
-# The teacher data of the NLL benchmark (skebflow.datasets.make_teacher and friends).
+# The teacher data of the NLL benchmark (skebflow.teachers.make_teacher and friends).
 def test_teacher_is_deterministic_and_leaves_global_rng_alone():
     state = np.random.get_state()  # noqa: NPY002 (checking that it is left alone)
     a = sample_teacher(make_teacher(3, random_state=0), 20, random_state=1)
