@@ -43,7 +43,7 @@ __all__ = ["EBFlowDensity"]
 AUTO_COUPLING_MAX_FEATURES = 128
 #: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
 #: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
-#: (up to D = 784) and whose step costs less than 3 SSM steps below this size on a CPU
+#: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
 #: (docs/defaults.md, docs/benchmarks.md).
 AUTO_SSM_MIN_FEATURES = 2048
 #: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
@@ -88,8 +88,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         below 2048 features and ``"ssm"`` from 2048 on. Maximum likelihood gave the best
         held-out likelihood wherever it was measured (up to 784 features, where SSM
         with the barrier was still twice as far from the truth), and below 2048 features
-        its determinants make a step less than about 3 times as slow as an SSM step on
-        a CPU (``docs/defaults.md``).
+        its determinants make a step at most about 4 times as slow as an SSM step on a
+        CPU (1.9–2.2 times at 784 features; ``docs/defaults.md``).
     noise_scale : float, default=0.1
         Noise standard deviation of ``"dsm"`` (in preprocessed units).
     fd_epsilon : float, default=0.1
