@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -48,12 +47,12 @@ from sklearn.neighbors import KernelDensity
 from threadpoolctl import threadpool_limits
 
 from skebflow._torch import resolve_device
-from skebflow.bench_nll import NLL_OBJECTIVES, run_nll, summarize
-from skebflow.bench_speed import SPEED_OBJECTIVES, run_speed
+from skebflow.bench_nll import NLL_GROUPS, NLL_OBJECTIVES, nll_markdown, run_nll, summarize
+from skebflow.bench_speed import SPEED_OBJECTIVES, plot_speed, run_speed, speed_markdown
 from skebflow.bench_tasks import make_tasks
 from skebflow.bench_truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
 
-__all__ = ["main", "nll_markdown", "speed_markdown"]
+__all__ = ["BASELINES", "main"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _GMM_COMPONENTS = (1, 2, 4, 8, 16)
@@ -125,10 +124,6 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
 def _write(folder: Path, name: str, payload: dict, markdown: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     payload["machine"]["load_average_end"] = (
@@ -136,151 +131,6 @@ def _write(folder: Path, name: str, payload: dict, markdown: str) -> None:
     )
     (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     (folder / f"{name}.md").write_text(markdown)
-
-
-# --------------------------------------------------------------------------- markdown
-def speed_markdown(records: list[dict]) -> str:
-    """Render ``bench speed`` records as one markdown table per dimension.
-
-    Parameters
-    ----------
-    records : list of dict
-        From :func:`skebflow.bench_speed.run_speed`.
-
-    Returns
-    -------
-    str
-        Markdown text.
-
-    Examples
-    --------
-    >>> print(speed_markdown([{"features": 4, "objective": "ml", "median_ms": 2.0,
-    ...     "q25_ms": 1.5, "q75_ms": 2.5, "speedup_vs_ml": 1.0, "ratio_to_floor": 2.0,
-    ...     "error": None}]).splitlines()[-1])
-    | ml | 2.00 | 1.50–2.50 | 1.00× | 2.00 |
-    """
-    lines: list[str] = []
-    for d in dict.fromkeys(r["features"] for r in records):
-        lines += [
-            f"### D = {d}",
-            "",
-            "| objective | ms/step (median) | IQR (ms) | speed-up vs ML | ÷ floor |",
-            "|---|---|---|---|---|",
-        ]
-        for r in (r for r in records if r["features"] == d):
-            if r["error"]:
-                lines.append(f"| {r['objective']} | failed: {r['error'][:60]} | | | |")
-                continue
-            iqr = f"{_fmt(r['q25_ms'])}–{_fmt(r['q75_ms'])}"
-            lines.append(
-                f"| {r['objective']} | {_fmt(r['median_ms'])} | {iqr} | "
-                f"{_fmt(r['speedup_vs_ml'])}× | {_fmt(r['ratio_to_floor'])} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-_GROUP_METRIC = {
-    "teacher": ("excess_per_dim", "excess NLL over the true density, nats per dimension", 4),
-    "toys": ("excess", "excess NLL over the true density, nats per sample", 3),
-    "digits": ("nll", "NLL of the dequantized density, nats per image", 1),
-    "bounded": ("excess_per_dim", "sigmoid-squashed teacher, excess NLL, nats per dimension", 4),
-}
-
-
-_NLL_GROUPS = tuple(_GROUP_METRIC)
-
-
-def _cell(entry: dict | None, metric: str, digits: int) -> str:
-    if entry is None:
-        return ""
-    if not entry["n_ok"]:
-        return f"failed ({entry['errors'][0].split(':')[0] if entry['errors'] else '?'})"
-    text = f"{_fmt(entry[f'{metric}_mean'], digits)} ± {_fmt(entry[f'{metric}_std'], digits)}"
-    return text + (f" ({entry['n_failed']} failed)" if entry["n_failed"] else "")
-
-
-def nll_markdown(summary: list[dict]) -> str:
-    """Render ``bench nll`` summaries as one markdown table per group of data sets.
-
-    Parameters
-    ----------
-    summary : list of dict
-        From :func:`skebflow.bench_nll.summarize`.
-
-    Returns
-    -------
-    str
-        Markdown text: mean ± standard deviation over seeds; for digits also bits/dim
-        and the NLL at cell centres; then epochs and fit time per method.
-    """
-    lines: list[str] = []
-    for group, (metric, title, digits) in _GROUP_METRIC.items():
-        rows = [s for s in summary if s["group"] == group]
-        if not rows:
-            continue
-        tasks = list(dict.fromkeys(s["task"] for s in rows))
-        methods = list(dict.fromkeys(s["method"] for s in rows))
-        find = {(s["task"], s["method"]): s for s in rows}
-        extra = ["bits/dim", "NLL at cell centres"] if group == "digits" else []
-        lines += [f"### {group}: {title} (mean ± std over seeds)", ""]
-        lines.append("| method | " + " | ".join(tasks + extra) + " |")
-        lines.append("|---" * (1 + len(tasks) + len(extra)) + "|")
-        for method in methods:
-            cells = [_cell(find.get((t, method)), metric, digits) for t in tasks]
-            if group == "digits":
-                entry = find.get((tasks[0], method))
-                cells += [_cell(entry, "bits_per_dim", 3), _cell(entry, "nll_centre", 1)]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", "Epochs run (mean) and wall time per fit (s):", ""]
-        lines.append("| method | " + " | ".join(tasks) + " |")
-        lines.append("|---" * (1 + len(tasks)) + "|")
-        for method in methods:
-            cells = []
-            for t in tasks:
-                s = find.get((t, method))
-                epochs = (
-                    "" if s is None or s["n_iter_mean"] is None else f"{s['n_iter_mean']:.0f} ep, "
-                )
-                cells.append("" if s is None else f"{epochs}{s['fit_seconds_mean']:.1f} s")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------ plot
-def _plot_speed(records: list[dict], path: Path, log: Callable[[str], None]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed: skipping the plot (pip install matplotlib).")
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    objectives = list(dict.fromkeys(r["objective"] for r in records))
-    dims = list(dict.fromkeys(r["features"] for r in records))
-    width = 0.8 / max(len(objectives), 1)
-    for k, name in enumerate(objectives):
-        ok = [r for r in records if r["objective"] == name and r["median_ms"] is not None]
-        label = name if ok else f"{name} (failed)"
-        left.plot([r["features"] for r in ok], [r["median_ms"] for r in ok], "o-", label=label)
-        ratios = {r["features"]: r["ratio_to_floor"] for r in ok}
-        xs = [i + (k - (len(objectives) - 1) / 2) * width for i in range(len(dims))]
-        right.bar(xs, [ratios.get(d) or 0.0 for d in dims], width, label=name)
-    left.set(xscale="log", yscale="log", xlabel="D", ylabel="ms per training step")
-    left.set_xticks(dims, [str(d) for d in dims])
-    left.minorticks_off()
-    left.set_title("Time per step (FC flow, batch 100; median)")
-    left.legend()
-    right.set_xticks(range(len(dims)), [f"D={d}" for d in dims])
-    right.set(ylabel="time ÷ floor")
-    right.axhline(1.0, color="black", linewidth=0.8)
-    right.set_title("Ratio to the floor (mean-energy step)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------ subcommands
@@ -307,14 +157,14 @@ def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     folder = Path(args.output)
     _write(folder, "speed", payload, speed_markdown(records))
     if not args.no_plot:
-        _plot_speed(records, folder / "speed.png", log)
+        plot_speed(records, folder / "speed.png", log)
     log(f"wrote {folder / 'speed.json'} and {folder / 'speed.md'}")
     return 0
 
 
 def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     device = resolve_device(args.device)
-    groups = _NLL_GROUPS if args.datasets is None else tuple(args.datasets)
+    groups = NLL_GROUPS if args.datasets is None else tuple(args.datasets)
     tasks = make_tasks(
         groups=groups,
         teacher_features=(4,) if args.quick else tuple(args.teacher_features),
@@ -400,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--steps", type=int, default=3, help="timed steps per round")
     speed.add_argument("--warmup", type=int, default=3, help="untimed steps per objective")
     speed.add_argument("--no-plot", action="store_true")
-    nll.add_argument("--datasets", nargs="+", choices=_NLL_GROUPS)
+    nll.add_argument("--datasets", nargs="+", choices=NLL_GROUPS)
     nll.add_argument("--objectives", nargs="+", default=list(NLL_OBJECTIVES))
     nll.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
     nll.add_argument("--teacher-features", type=int, nargs="+", default=[16, 64])

@@ -43,10 +43,10 @@ from functools import partial
 
 import numpy as np
 
-from skebflow.bench_tasks import Task, _rng
+from skebflow.bench_tasks import Task, _rng, format_number
 from skebflow.estimator import EBFlowDensity
 
-__all__ = ["NLL_OBJECTIVES", "run_nll", "summarize"]
+__all__ = ["NLL_GROUPS", "NLL_OBJECTIVES", "nll_markdown", "run_nll", "summarize"]
 
 #: Objectives compared by ``bench nll`` (``"sm"`` can be added for D <= 100).
 NLL_OBJECTIVES: tuple[str, ...] = ("ml", "sml", "ssm", "dsm", "fdssm")
@@ -279,3 +279,73 @@ def summarize(records: list[dict]) -> list[dict]:
                 entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         summary.append(entry)
     return summary
+
+
+_GROUP_METRIC = {
+    "teacher": ("excess_per_dim", "excess NLL over the true density, nats per dimension", 4),
+    "toys": ("excess", "excess NLL over the true density, nats per sample", 3),
+    "digits": ("nll", "NLL of the dequantized density, nats per image", 1),
+    "bounded": ("excess_per_dim", "sigmoid-squashed teacher, excess NLL, nats per dimension", 4),
+}
+
+
+#: The ``bench nll`` groups of data sets, in the order of the report.
+NLL_GROUPS = tuple(_GROUP_METRIC)
+
+
+def _cell(entry: dict | None, metric: str, digits: int) -> str:
+    if entry is None:
+        return ""
+    if not entry["n_ok"]:
+        return f"failed ({entry['errors'][0].split(':')[0] if entry['errors'] else '?'})"
+    mean = format_number(entry[f"{metric}_mean"], digits)
+    text = f"{mean} ± {format_number(entry[f'{metric}_std'], digits)}"
+    return text + (f" ({entry['n_failed']} failed)" if entry["n_failed"] else "")
+
+
+def nll_markdown(summary: list[dict]) -> str:
+    """Render ``bench nll`` summaries as one markdown table per group of data sets.
+
+    Parameters
+    ----------
+    summary : list of dict
+        From :func:`summarize`.
+
+    Returns
+    -------
+    str
+        Markdown text: mean ± standard deviation over seeds; for digits also bits/dim
+        and the NLL at cell centres; then epochs and fit time per method.
+    """
+    lines: list[str] = []
+    for group, (metric, title, digits) in _GROUP_METRIC.items():
+        rows = [s for s in summary if s["group"] == group]
+        if not rows:
+            continue
+        tasks = list(dict.fromkeys(s["task"] for s in rows))
+        methods = list(dict.fromkeys(s["method"] for s in rows))
+        find = {(s["task"], s["method"]): s for s in rows}
+        extra = ["bits/dim", "NLL at cell centres"] if group == "digits" else []
+        lines += [f"### {group}: {title} (mean ± std over seeds)", ""]
+        lines.append("| method | " + " | ".join(tasks + extra) + " |")
+        lines.append("|---" * (1 + len(tasks) + len(extra)) + "|")
+        for method in methods:
+            cells = [_cell(find.get((t, method)), metric, digits) for t in tasks]
+            if group == "digits":
+                entry = find.get((tasks[0], method))
+                cells += [_cell(entry, "bits_per_dim", 3), _cell(entry, "nll_centre", 1)]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", "Epochs run (mean) and wall time per fit (s):", ""]
+        lines.append("| method | " + " | ".join(tasks) + " |")
+        lines.append("|---" * (1 + len(tasks)) + "|")
+        for method in methods:
+            cells = []
+            for t in tasks:
+                s = find.get((t, method))
+                epochs = (
+                    "" if s is None or s["n_iter_mean"] is None else f"{s['n_iter_mean']:.0f} ep, "
+                )
+                cells.append("" if s is None else f"{epochs}{s['fit_seconds_mean']:.1f} s")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

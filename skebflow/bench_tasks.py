@@ -5,6 +5,7 @@ See :mod:`skebflow.bench_nll` for what is measured on them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import numpy as np
 from skebflow.datasets import load_digits_integer, make_toy, toy_log_density
 from skebflow.teachers import make_teacher, sample_teacher, teacher_log_density
 
-__all__ = ["ABLATED", "Task", "make_tasks"]
+__all__ = ["ABLATED", "Task", "format_number", "make_tasks"]
 
 #: Score-matching objectives that get the MaP ablation and the ML polish.
 ABLATED: tuple[str, ...] = ("ssm", "dsm", "fdssm")
@@ -55,6 +56,17 @@ class Task:
     ablation: tuple[str, ...] = ()
     polish: tuple[str, ...] = ()
     barrier: tuple[str, ...] = ()
+
+
+def format_number(value: float | None, digits: int = 2) -> str:
+    """Format a measurement for the benchmark tables (``"–"`` when missing or not finite).
+
+    Examples
+    --------
+    >>> format_number(1.23456), format_number(None), format_number(float("nan"), 1)
+    ('1.23', '–', '–')
+    """
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def _rng(stream: int, seed: int) -> np.random.Generator:
