@@ -19,8 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from skebflow.coupling import AffineCoupling
 from skebflow.flow import EnergyFlow
-from skebflow.layers import ActNorm, AffineCoupling, Dense, Layer, SmoothLeakyReLU
+from skebflow.layers import ActNorm, Dense, Layer, SmoothLeakyReLU
 
 __all__ = ["ARCHITECTURES", "build_coupling", "build_fc"]
 

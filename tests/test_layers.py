@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skebflow.coupling import AffineCoupling
 from skebflow.layers import (
     ActNorm,
-    AffineCoupling,
     Dense,
     Layer,
     Permutation,
