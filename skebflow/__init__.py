@@ -13,5 +13,6 @@ References
 __version__ = "0.1.0.dev0"
 
 from skebflow.estimator import EBFlowDensity
+from skebflow.outlier import EBFlowOutlierDetector
 
-__all__ = ["EBFlowDensity", "__version__"]
+__all__ = ["EBFlowDensity", "EBFlowOutlierDetector", "__version__"]
