@@ -42,9 +42,7 @@ References
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -216,18 +214,16 @@ def energy_jet(model: object, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Ten
     return energy, first, second
 
 
-_STATE = threading.local()
+class _Phase:
+    """Which backward pass a group of :class:`_DenseStreams` calls is in.
 
+    Shared by the calls of one :func:`energy_score_curvature` evaluation and carried in
+    their autograd contexts (not in thread-local state: on accelerators the autograd
+    engine runs backward functions on its own device threads).
+    """
 
-@contextmanager
-def _input_gradients_only() -> Iterator[None]:
-    """Within, :class:`_DenseStreams` skips weight gradients (the score's reverse pass)."""
-    previous = getattr(_STATE, "input_only", False)
-    _STATE.input_only = True
-    try:
-        yield
-    finally:
-        _STATE.input_only = previous
+    def __init__(self) -> None:
+        self.score_pass = False
 
 
 class _DenseStreams(torch.autograd.Function):
@@ -241,24 +237,25 @@ class _DenseStreams(torch.autograd.Function):
     operations, so it can itself be differentiated (``create_graph=True``). With
     ``score_input=True`` ``x`` is the point at which the score is taken: its gradient is
     computed in the score's reverse pass only, never when the loss is differentiated.
+    ``phase.score_pass`` tells the two apart.
     """
 
     @staticmethod
     def forward(
-        ctx: object, weight: Tensor, x: Tensor, dx: Tensor, score_input: bool
+        ctx: object, weight: Tensor, x: Tensor, dx: Tensor, score_input: bool, phase: _Phase
     ) -> tuple[Tensor, Tensor]:
         ctx.save_for_backward(weight, x, dx)
         ctx.set_materialize_grads(False)
-        ctx.score_input = score_input
+        ctx.score_input, ctx.phase = score_input, phase
         return F.linear(x, weight), F.linear(dx, weight)
 
     @staticmethod
     def backward(
         ctx: object, grad_y: Tensor | None, grad_dy: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         weight, x, dx = ctx.saved_tensors
-        need_weight, need_x, need_dx, _ = ctx.needs_input_grad
-        input_only = getattr(_STATE, "input_only", False)
+        need_weight, need_x, need_dx, _, _ = ctx.needs_input_grad
+        input_only = ctx.phase.score_pass
         need_x = need_x and (input_only or not ctx.score_input)
         grad_x = grad_y @ weight if need_x and grad_y is not None else None
         grad_dx = grad_dy @ weight if need_dx and grad_dy is not None else None
@@ -268,11 +265,14 @@ class _DenseStreams(torch.autograd.Function):
             if pairs:
                 grads, values = zip(*pairs, strict=True)
                 grad_weight = torch.cat(grads).mT @ torch.cat(values)
-        return grad_weight, grad_x, grad_dx, None
+        return grad_weight, grad_x, grad_dx, None, None
 
 
-def _dense_first(layer: Dense, x: Tensor, dx: Tensor, score_input: bool) -> tuple[Tensor, Tensor]:
-    y, dy = _DenseStreams.apply(layer.weight, x, dx.reshape(-1, dx.shape[-1]), score_input)
+def _dense_first(
+    layer: Dense, x: Tensor, dx: Tensor, score_input: bool, phase: _Phase
+) -> tuple[Tensor, Tensor]:
+    flat = dx.reshape(-1, dx.shape[-1])
+    y, dy = _DenseStreams.apply(layer.weight, x, flat, score_input, phase)
     y = y if layer.bias is None else y + layer.bias
     return y, dy.reshape(*dx.shape[:-1], dy.shape[-1])
 
@@ -333,6 +333,7 @@ def energy_score_curvature(
         raise TypeError(f"{type(model).__name__} has a layer without a second-order rule.")
     y = y.detach().requires_grad_(True)
     x, dx = y, v
+    phase = _Phase()
     ladj = curvature = None
     outputs: list[Tensor] = []
     sources: list[Tensor] = []
@@ -344,7 +345,7 @@ def energy_score_curvature(
             outputs.append(x)
             sources.append(source)
         elif isinstance(layer, Dense):
-            x, dx = _dense_first(layer, x, dx, score_input=x is y)
+            x, dx = _dense_first(layer, x, dx, x is y, phase)
         else:
             (x, dx, _), _ = _rule(layer)(layer, x, dx, None)
     z = x.flatten(1)
@@ -352,10 +353,13 @@ def energy_score_curvature(
     second = (dx * dx).sum(-1)
     if ladj is not None:
         energy, second = energy - ladj, second - curvature
-    with _input_gradients_only():
+    phase.score_pass = True
+    try:
         grad, *adjoints = torch.autograd.grad(
             energy.sum(), [y, *outputs], create_graph=create_graph
         )
+    finally:
+        phase.score_pass = False
     for adjoint, source in zip(adjoints, sources, strict=True):
         second = second + (adjoint * source).sum(-1)
     return energy, grad, second
