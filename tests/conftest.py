@@ -1,9 +1,13 @@
-"""Shared fixtures: float64 flows with random, non-trivial parameters."""
+"""Shared fixtures: float64 flows with random, non-trivial parameters; quiet short fits."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from skebflow.architectures import ARCHITECTURES
 from skebflow.flow import EnergyFlow
@@ -37,3 +41,11 @@ def random_flow(
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def quiet_convergence() -> Iterator[None]:
+    """Silence the ConvergenceWarning of deliberately short fits."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield

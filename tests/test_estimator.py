@@ -22,18 +22,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skebflow import EBFlowDensity
 from skebflow.datasets import make_toy
 
+pytestmark = pytest.mark.usefixtures("quiet_convergence")
+
 FAST = {"max_iter": 3, "n_blocks": 1, "hidden_features": 8, "batch_size": 64, "device": "cpu"}
 
 
 def fast(**overrides: object) -> EBFlowDensity:
     return EBFlowDensity(**{**FAST, "random_state": 0, **overrides})
-
-
-@pytest.fixture(autouse=True)
-def _quiet_convergence():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.outlier import AUTO_CONTAMINATION
 
+pytestmark = pytest.mark.usefixtures("quiet_convergence")
+
 FAST = {"max_iter": 2, "n_blocks": 1, "hidden_features": 8, "device": "cpu", "random_state": 0}
 
 
@@ -26,13 +28,6 @@ def flow(**overrides: object) -> EBFlowDensity:
 
 def detector(**params: object) -> EBFlowOutlierDetector:
     return EBFlowOutlierDetector(**{"estimator": flow(), **params})
-
-
-@pytest.fixture(autouse=True)
-def _quiet_convergence():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.fixture(scope="module")
