@@ -84,27 +84,6 @@ def test_score_curvature_refuses_flows_without_rules():
         energy_score_curvature(build_coupling(2), torch.zeros(1, 2), torch.zeros(1, 1, 2))
 
 
-@pytest.mark.parametrize("n_slices", [1, 3])
-def test_ssm_jet_path_equals_double_backward(monkeypatch, n_slices):
-    flow = random_flow("fc", 5, seed=4, n_blocks=3)
-    y = torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-
-    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
-        flow.zero_grad()
-        loss = objectives.ssm(
-            flow, y, generator=torch.Generator().manual_seed(2), n_slices=n_slices
-        )
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
-
-    jet_loss, jet_grads = loss_and_grads()
-    monkeypatch.setattr(score_matching, "supports_jet", lambda model: False)
-    ref_loss, ref_grads = loss_and_grads()
-    torch.testing.assert_close(jet_loss, ref_loss)
-    for a, b in zip(jet_grads, ref_grads, strict=True):
-        torch.testing.assert_close(a, b)
-
-
 def test_ssm_jet_path_under_no_grad_is_detached():
     flow = random_flow("fc", 3)
     y = torch.randn(4, 3, dtype=torch.float64)
@@ -132,42 +111,43 @@ def test_support_is_detected_and_required():
         energy_jet(coupling, torch.zeros(1, 2), torch.zeros(1, 1, 2))
 
 
-@pytest.mark.parametrize("grad_enabled", [True, False])
-def test_sm_jet_path_equals_backward_passes(monkeypatch, grad_enabled):
-    flow = random_flow("fc", 5, seed=5, n_blocks=2)
-    y = torch.randn(7, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+def _loss_and_grads(flow: EnergyFlow, loss_fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    flow.zero_grad()
+    loss = loss_fn()
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in flow.parameters()]
 
-    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
-        flow.zero_grad()
-        with torch.set_grad_enabled(grad_enabled):
-            loss = objectives.sm(flow, y)
-        if not grad_enabled:
-            assert not loss.requires_grad
-            return loss, []
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
 
-    jet_loss, jet_grads = loss_and_grads()
+PATHS = {
+    "ssm": (3, lambda flow, y: objectives.ssm(flow, y, generator=_seeded(2))),
+    "ssm-3-slices": (3, lambda flow, y: objectives.ssm(flow, y, generator=_seeded(2), n_slices=3)),
+    "sm": (2, lambda flow, y: objectives.sm(flow, y)),
+    "dsm": (3, lambda flow, y: objectives.dsm(flow, y, generator=_seeded(5))),
+}
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_jet_paths_equal_the_autograd_paths(monkeypatch, name):
+    # Same loss and same parameter gradients with and without the jets (skebflow.jets).
+    n_blocks, loss_fn = PATHS[name]
+    flow = random_flow("fc", 5, seed=4, n_blocks=n_blocks)
+    y = torch.randn(7, 5, generator=_seeded(3), dtype=torch.float64)
+    jet_loss, jet_grads = _loss_and_grads(flow, lambda: loss_fn(flow, y))
     monkeypatch.setattr(score_matching, "supports_jet", lambda model: False)
-    ref_loss, ref_grads = loss_and_grads()
+    ref_loss, ref_grads = _loss_and_grads(flow, lambda: loss_fn(flow, y))
     torch.testing.assert_close(jet_loss, ref_loss)
     for a, b in zip(jet_grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b)
 
 
-def test_dsm_jet_path_equals_autograd(monkeypatch):
-    flow = random_flow("fc", 5, seed=6, n_blocks=3)
-    y = torch.randn(6, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-
-    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
-        flow.zero_grad()
-        loss = objectives.dsm(flow, y, generator=torch.Generator().manual_seed(5))
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
-
-    jet_loss, jet_grads = loss_and_grads()
-    monkeypatch.setattr(score_matching, "supports_jet", lambda model: False)
-    ref_loss, ref_grads = loss_and_grads()
-    torch.testing.assert_close(jet_loss, ref_loss)
-    for a, b in zip(jet_grads, ref_grads, strict=True):
-        torch.testing.assert_close(a, b)
+def test_sm_jet_path_under_no_grad_is_detached():
+    flow = random_flow("fc", 5, seed=5)
+    y = torch.randn(7, 5, generator=_seeded(3), dtype=torch.float64)
+    with torch.no_grad():
+        loss = objectives.sm(flow, y)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, objectives.sm(flow, y).detach())
