@@ -95,13 +95,9 @@ def _smooth_leaky_relu_derivatives(
     layer: SmoothLeakyReLU, x: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``phi(x)``, ``phi'``, ``phi''``, ``r = (log phi')'`` and ``r'``, elementwise."""
-    a, b = layer._linear, layer._soft
-    s = torch.sigmoid(x)
-    d1 = a + b * s
-    d2 = b * s * (1.0 - s)
+    y, d1, d2, d3 = layer.derivatives(x)
     r = d2 / d1
-    dr = d2 * (1.0 - 2.0 * s) / d1 - r * r
-    return a * x + b * F.softplus(x), d1, d2, r, dr
+    return y, d1, d2, r, d3 / d1 - r * r
 
 
 def _smooth_leaky_relu(
@@ -338,16 +334,17 @@ def energy_score_curvature(
     outputs: list[Tensor] = []
     sources: list[Tensor] = []
     for layer in model.layers:
-        if isinstance(layer, SmoothLeakyReLU):
+        rule = _rule(layer)
+        if rule is _smooth_leaky_relu:
             x, dx, term, bend, source = _smooth_leaky_relu_first(layer, x, dx)
             ladj = term if ladj is None else ladj + term
             curvature = bend if curvature is None else curvature + bend
             outputs.append(x)
             sources.append(source)
-        elif isinstance(layer, Dense):
+        elif rule is _dense:
             x, dx = _dense_first(layer, x, dx, x is y, phase)
         else:
-            (x, dx, _), _ = _rule(layer)(layer, x, dx, None)
+            (x, dx, _), _ = rule(layer, x, dx, None)
     z = x.flatten(1)
     energy = 0.5 * (z * z).sum(-1) + model._base_constant()
     second = (dx * dx).sum(-1)

@@ -306,6 +306,26 @@ class SmoothLeakyReLU(Layer):
     def _value(self, x: Tensor) -> Tensor:
         return self._linear * x + self._soft * F.softplus(x)
 
+    def derivatives(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""Return :math:`f(x)` and its first three derivatives, elementwise.
+
+        With :math:`\sigma` the logistic function, :math:`f' = a + b\sigma`,
+        :math:`f'' = b\sigma(1-\sigma)` and :math:`f''' = f''(1 - 2\sigma)` (``a``, ``b``
+        the linear and softplus coefficients); the Taylor-mode rules of
+        :mod:`skebflow.jets` need them up to third order (the curvature of
+        :math:`\log f'`).
+
+        Examples
+        --------
+        >>> layer = SmoothLeakyReLU(0.5)
+        >>> value, d1, d2, d3 = layer.derivatives(torch.zeros(1))
+        >>> float(d1), float(d2), float(d3)  # 0.5 + 0.5 / 2, 0.5 / 4, 0
+        (0.75, 0.125, 0.0)
+        """
+        s = torch.sigmoid(x)
+        d2 = self._soft * s * (1.0 - s)
+        return self._value(x), self._linear + self._soft * s, d2, d2 * (1.0 - 2.0 * s)
+
     def _slope(self, x: Tensor) -> Tensor:
         return self._linear + self._soft * torch.sigmoid(x)
 
