@@ -212,7 +212,7 @@ def train_step(
     optimizer : torch.optim.Optimizer
         Optimizer over ``parameters``.
     parameters : list of Tensor
-        The trained parameters.
+        The trained parameters (all of them require gradients).
     generator : torch.Generator
         Source of the objective's noise.
     ema : EMA, optional
@@ -244,9 +244,8 @@ def train_step(
     # Differentiate with respect to the parameters only: score objectives make their input
     # a leaf that requires grad, and ``loss.backward()`` would also compute (and throw
     # away) the gradient with respect to that input, one more D x D product per layer.
-    trainable = [p for p in parameters if p.requires_grad]
-    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
-    for param, grad in zip(trainable, grads, strict=True):
+    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    for param, grad in zip(parameters, grads, strict=True):
         # As AccumulateGrad does: a broadcast gradient may be an expanded view.
         param.grad = grad if grad is None or grad.is_contiguous() else grad.contiguous()
     norm = _grad_norm(parameters)
