@@ -116,7 +116,10 @@ class Dense(ConstantJacobianLayer):
         elif init == "orthogonal":
             gaussian = torch.randn(features, features, generator=generator, dtype=torch.float64)
             q, r = torch.linalg.qr(gaussian)
-            weight = (q * torch.sign(torch.diagonal(r))).float()
+            # The QR factor is column-major (strides (1, D)); a parameter keeps its layout,
+            # and fused optimizers assume that a gradient has its parameter's layout, so
+            # every parameter is created row-major (see skebflow.training.train_step).
+            weight = (q * torch.sign(torch.diagonal(r))).float().contiguous()
         else:
             raise ValueError(f"init must be 'identity' or 'orthogonal', got {init!r}.")
         self.weight = nn.Parameter(weight)

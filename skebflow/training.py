@@ -188,6 +188,22 @@ def _grad_norm(parameters: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def _like_parameter(grad: Tensor | None, param: Tensor) -> Tensor | None:
+    """Return ``grad`` with the memory layout (strides) of ``param``.
+
+    Fused optimizers (``Adam(fused=True)`` on CPU and CUDA) walk a parameter and its
+    gradient as flat buffers, so a gradient whose strides differ from its parameter's
+    (say, a row-major gradient of a transposed weight) is applied transposed, silently.
+    ``AccumulateGrad`` (``loss.backward()``) gives gradients their parameter's layout;
+    so does this helper for gradients from :func:`torch.autograd.grad`, which can also
+    be expanded views of a broadcast.
+    """
+    if grad is None or grad.stride() == param.stride():
+        return grad
+    laid_out = torch.empty_like(param, memory_format=torch.preserve_format)
+    return laid_out.copy_(grad)
+
+
 def train_step(
     flow: EnergyFlow,
     loss_fn: LossFn,
@@ -246,8 +262,7 @@ def train_step(
     # away) the gradient with respect to that input, one more D x D product per layer.
     grads = torch.autograd.grad(loss, parameters, allow_unused=True)
     for param, grad in zip(parameters, grads, strict=True):
-        # As AccumulateGrad does: a broadcast gradient may be an expanded view.
-        param.grad = grad if grad is None or grad.is_contiguous() else grad.contiguous()
+        param.grad = _like_parameter(grad, param)
     norm = _grad_norm(parameters)
     if not torch.isfinite(norm):
         return None
