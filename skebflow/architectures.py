@@ -10,6 +10,8 @@ References
    Objectives", NeurIPS 2023, arXiv:2305.15267 (the FC model and the 2-D coupling model).
 .. [2] L. Dinh, J. Sohl-Dickstein, S. Bengio, "Density estimation using Real NVP",
    ICLR 2017.
+.. [3] C. Durkan, A. Bekasov, I. Murray, G. Papamakarios, "Neural Spline Flows",
+   NeurIPS 2019.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from torch import nn
 from skebflow.coupling import AffineCoupling
 from skebflow.flow import EnergyFlow
 from skebflow.layers import ActNorm, Dense, Layer, SmoothLeakyReLU
+from skebflow.splines import RationalQuadraticCoupling
 
-__all__ = ["ARCHITECTURES", "build_coupling", "build_fc"]
+__all__ = ["ARCHITECTURES", "build_coupling", "build_fc", "build_spline"]
 
 
 def build_fc(
@@ -134,7 +137,80 @@ def build_coupling(
     return EnergyFlow(layers, features)
 
 
+def build_spline(
+    features: int,
+    *,
+    n_blocks: int = 4,
+    hidden_features: int | tuple[int, ...] = 64,
+    n_bins: int = 8,
+    bound: float = 4.0,
+    activation: Callable[[], nn.Module] = nn.SiLU,
+    generator: torch.Generator | None = None,
+) -> EnergyFlow:
+    """Build ``n_blocks`` × [ActNorm → Dense → rational-quadratic spline coupling] → Dense.
+
+    The constant-Jacobian layers (ActNorm, unconstrained dense mixing) go into the
+    log-normalizer; the spline couplings, whose log-determinant depends on the input, go
+    into the energy. Dense layers start at a random orthogonal matrix (drawn from
+    ``generator``), couplings at the identity with alternating masks. For
+    ``features == 1`` each coupling is replaced by a residual smooth leaky ReLU, as in
+    :func:`build_coupling`.
+
+    Parameters
+    ----------
+    features : int
+        Data dimension :math:`D`.
+    n_blocks : int, default=4
+        Number of blocks.
+    hidden_features : int or tuple of int, default=64
+        Width(s) of the conditioner's hidden layers; an integer means two layers of that
+        width.
+    n_bins : int, default=8
+        Bins of every spline.
+    bound : float, default=4.0
+        Half-width of the splines' box (beyond it, the identity).
+    activation : callable, default=torch.nn.SiLU
+        Constructor of the smooth activation used inside conditioners.
+    generator : torch.Generator, optional
+        Source of the random orthogonal initialization and of the conditioners' weights.
+
+    Returns
+    -------
+    EnergyFlow
+        The flow.
+
+    Examples
+    --------
+    >>> flow = build_spline(2, n_blocks=1, hidden_features=8)
+    >>> [type(layer).__name__ for layer in flow.layers]
+    ['ActNorm', 'Dense', 'RationalQuadraticCoupling', 'Dense']
+    """
+    if n_blocks < 1:
+        raise ValueError(f"n_blocks must be at least 1, got {n_blocks}.")
+    hidden = (hidden_features,) * 2 if isinstance(hidden_features, int) else hidden_features
+    layers: list[Layer] = []
+    for block in range(n_blocks):
+        layers += [ActNorm(features), Dense(features, init="orthogonal", generator=generator)]
+        if features == 1:
+            layers.append(SmoothLeakyReLU(residual=True))
+        else:
+            layers.append(
+                RationalQuadraticCoupling(
+                    features,
+                    parity=block % 2,
+                    hidden_features=tuple(hidden),
+                    n_bins=n_bins,
+                    bound=bound,
+                    activation=activation,
+                    generator=generator,
+                )
+            )
+    layers.append(Dense(features, init="orthogonal", generator=generator))
+    return EnergyFlow(layers, features)
+
+
 ARCHITECTURES: dict[str, Callable[..., EnergyFlow]] = {
     "fc": build_fc,
     "coupling": build_coupling,
+    "spline": build_spline,
 }

@@ -23,10 +23,10 @@ from torch import Tensor, nn
 
 from skebflow.layers import Layer
 
-__all__ = ["AffineCoupling"]
+__all__ = ["AffineCoupling", "smooth_mlp"]
 
 
-def _mlp(
+def smooth_mlp(
     in_features: int,
     out_features: int,
     hidden_features: tuple[int, ...],
@@ -106,7 +106,7 @@ class AffineCoupling(Layer):
         self.register_buffer("cond_index", index[index % 2 == parity % 2])
         self.register_buffer("trans_index", index[index % 2 != parity % 2])
         n_cond, n_trans = len(self.cond_index), len(self.trans_index)
-        self.net = _mlp(n_cond, 2 * n_trans, tuple(hidden_features), activation, generator)
+        self.net = smooth_mlp(n_cond, 2 * n_trans, tuple(hidden_features), activation, generator)
         self.scale_bound = float(scale_bound)
 
     def _params(self, x_cond: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ ARCH_OPTIONS = {
     "fc": {"n_blocks": 2},
     "fc-residual": {"n_blocks": 2, "residual": True},
     "coupling": {"n_blocks": 2, "hidden_features": 8},
+    "spline": {"n_blocks": 2, "hidden_features": 8, "bound": 3.0},
 }
 
 
@@ -27,7 +28,7 @@ def flow_for(key: str, features: int, seed: int = 0, scale: float = 0.3) -> Ener
 
 
 def test_architectures_registry():
-    assert set(ARCHITECTURES) >= {"fc", "coupling"}
+    assert set(ARCHITECTURES) >= {"fc", "coupling", "spline"}
 
 
 @pytest.mark.parametrize("key", ARCH_OPTIONS)

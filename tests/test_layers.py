@@ -15,6 +15,7 @@ from skebflow.layers import (
     Permutation,
     SmoothLeakyReLU,
 )
+from skebflow.splines import RationalQuadraticCoupling
 from tests.conftest import perturb_
 
 LAYERS = {
@@ -26,6 +27,13 @@ LAYERS = {
     "smooth-leaky-relu-residual": lambda d, g: SmoothLeakyReLU(0.2, residual=True),
     "coupling-even": lambda d, g: AffineCoupling(d, parity=0, hidden_features=(8,), generator=g),
     "coupling-odd": lambda d, g: AffineCoupling(d, parity=1, hidden_features=(8, 8), generator=g),
+    # bound 2.5: the inputs (2 N(0, 1)) fall both inside the splines' box and in the tails.
+    "spline-even": lambda d, g: RationalQuadraticCoupling(
+        d, parity=0, hidden_features=(8,), n_bins=5, bound=2.5, generator=g
+    ),
+    "spline-odd": lambda d, g: RationalQuadraticCoupling(
+        d, parity=1, hidden_features=(8, 8), bound=2.5, generator=g
+    ),
 }
 
 
