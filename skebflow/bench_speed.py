@@ -32,7 +32,12 @@ from torch import Tensor
 
 from skebflow.architectures import ARCHITECTURES
 from skebflow.bench_tasks import format_number
-from skebflow.estimator import AUTO_MIN_SINGULAR_VALUE, EBFlowDensity
+from skebflow.estimator import (
+    AUTO_EMA_MAX_DECAY,
+    AUTO_MIN_SINGULAR_VALUE,
+    DEFAULT_LEARNING_RATES,
+    EBFlowDensity,
+)
 from skebflow.flow import EnergyFlow
 from skebflow.objectives import bind_objective
 from skebflow.training import EMA, make_optimizer, train_step
@@ -124,6 +129,11 @@ def _make_runner(
     data = torch.randn(8 * batch_size, features, generator=cpu_generator, dtype=torch.float64)
     parameters = [p for p in flow.parameters() if p.requires_grad]
     ema_decay = defaults["ema_decay"]
+    if ema_decay == "auto":  # the decay's value does not change the cost of an update
+        ema_decay = AUTO_EMA_MAX_DECAY
+    learning_rate = defaults["learning_rate"]
+    if learning_rate == "auto":
+        learning_rate = DEFAULT_LEARNING_RATES["fc"]
     return _Runner(
         name=name,
         flow=flow,
@@ -134,7 +144,7 @@ def _make_runner(
             fd_epsilon=defaults["fd_epsilon"],
             min_singular_value=AUTO_MIN_SINGULAR_VALUE if barrier else None,
         ),
-        optimizer=make_optimizer(parameters, defaults["learning_rate"]),
+        optimizer=make_optimizer(parameters, learning_rate),
         ema=EMA(flow, ema_decay) if ema_decay else None,
         data=data.to(device=device, dtype=dtype),
         generator=torch.Generator(device=device).manual_seed(seed + 1),

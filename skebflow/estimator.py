@@ -40,7 +40,7 @@ from skebflow.training import TrainConfig, train
 __all__ = ["EBFlowDensity"]
 
 #: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
-AUTO_COUPLING_MAX_FEATURES = 128
+AUTO_SPLINE_MAX_FEATURES = 128
 #: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
 #: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
 #: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
@@ -50,10 +50,25 @@ AUTO_SSM_MIN_FEATURES = 2048
 #: on standardized or logit-mapped data (docs/defaults.md).
 AUTO_MIN_SINGULAR_VALUE = 0.2
 #: Default number of blocks per architecture when ``n_blocks=None``.
-DEFAULT_BLOCKS = {"fc": 2, "coupling": 4}
+DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4}
+#: ``learning_rate="auto"`` per architecture (docs/defaults.md).
+DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3}
 #: Below this many features a CPU fit trains on one intra-op thread (small operations run
 #: several times faster without thread hand-off); larger models use torch's setting.
 SINGLE_THREAD_MAX_FEATURES = 256
+#: ``batch_size="auto"``: about ``n_train / AUTO_BATCH_STEPS`` rows (so that an epoch has
+#: about this many steps), rounded to a power of two and clipped to
+#: ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]`` (docs/defaults.md).
+AUTO_BATCH_STEPS = 20
+AUTO_BATCH_MIN = 32
+AUTO_BATCH_MAX = 512
+#: ``ema_decay="auto"``: the average spans about one epoch of steps, at least
+#: ``AUTO_EMA_MIN_STEPS``, at most ``1 / (1 - AUTO_EMA_MAX_DECAY)``.
+AUTO_EMA_MIN_STEPS = 10
+AUTO_EMA_MAX_DECAY = 0.999
+#: ``lr_schedule="plateau"`` halves the learning rate after this fraction of
+#: ``n_iter_no_change`` epochs without improvement.
+PLATEAU_PATIENCE_FRACTION = 0.25
 #: Rows per batch at inference (bounded memory for large X).
 INFERENCE_BATCH = 8192
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -71,14 +86,18 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"auto", "fc", "coupling"}, default="auto"
-        Flow family. ``"coupling"`` is ``n_blocks`` × [ActNorm → Dense → affine coupling]
-        → Dense; ``"fc"`` is the paper's Dense → smooth leaky ReLU → Dense stack.
-        ``"auto"`` picks ``"coupling"`` up to 128 features and ``"fc"`` above.
+    architecture : {"auto", "spline", "coupling", "fc"}, default="auto"
+        Flow family. ``"spline"`` is ``n_blocks`` × [ActNorm → Dense → rational-quadratic
+        spline coupling] → Dense (:mod:`skebflow.splines`; identity tails outside the
+        splines' box); ``"coupling"`` the same with affine couplings; ``"fc"`` the
+        paper's Dense → smooth leaky ReLU → Dense stack. In all of them the dense layers
+        and ActNorms are unconstrained and enter only the log-normalizer. ``"auto"``
+        picks ``"spline"`` up to 128 features and ``"fc"`` above (``docs/defaults.md``).
     n_blocks : int or None, default=None
-        Number of blocks (``None``: 4 for coupling, 2 for fc).
+        Number of blocks (``None``: 4 for spline and coupling, 2 for fc).
     hidden_features : int, default=64
-        Width of the two hidden layers of each coupling's conditioner.
+        Width of the two hidden layers of each coupling's conditioner (spline and
+        coupling).
     image_shape : tuple of int or None, default=None
         ``(channels, height, width)`` of image data, for the convolutional
         architectures (reserved; tabular architectures ignore it).
@@ -123,10 +142,17 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         ``False`` is the paper's ablation: the preprocessing becomes the flow's first,
         parameter-free layer, so scores and noise live in the units of ``X``; the fitted
         density has the same form, but score matching usually learns a worse one.
-    learning_rate : float, default=1e-3
-        Adam step size.
-    batch_size : int, default=128
-        Minibatch size.
+    learning_rate : float or "auto", default="auto"
+        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows
+        and 1e-3 for the FC flow (``docs/defaults.md``).
+    batch_size : int or "auto", default="auto"
+        Minibatch size. ``"auto"`` takes about 1/20 of the training rows (about 20 steps
+        per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000
+        samples, 64 for 1,300, 32 for 100.
+    lr_schedule : {"plateau", "constant"}, default="plateau"
+        ``"plateau"`` halves the learning rate after a quarter of ``n_iter_no_change``
+        epochs without an improvement of the monitored score (the validation
+        log-likelihood, or the training loss without early stopping).
     max_iter : int, default=200
         Maximum number of epochs.
     early_stopping : bool, default=True
@@ -136,13 +162,16 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         training loss is monitored instead.
     validation_fraction : float, default=0.1
         Fraction held out for early stopping.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int, default=20
         Patience, in epochs.
     tol : float, default=1e-4
         Minimum improvement of the monitored quantity.
-    ema_decay : float or None, default=0.999
+    ema_decay : float, "auto" or None, default="auto"
         Exponential moving average of the weights; the averaged weights are validated,
-        kept and used. ``None`` or 0 disables it.
+        kept and used. ``"auto"`` averages over about one epoch of steps,
+        ``1 - 1 / max(10, steps per epoch)``, at most 0.999 (a fixed 0.999 averages
+        over 1,000 steps, i.e. 50 epochs of 20 steps, so the validated weights would
+        lag far behind training). ``None`` or 0 disables it.
     max_grad_norm : float or None, default=10.0
         Gradient-norm clipping threshold.
     training_dtype : {"float32", "float64"}, default="float32"
@@ -180,6 +209,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Optimizer steps skipped because the loss or a gradient was not finite.
     objective_ : str
         The objective used (``"auto"`` resolved).
+    batch_size_ : int
+        The minibatch size used (``"auto"`` resolved).
+    ema_decay_ : float or None
+        The EMA decay used (``"auto"`` resolved).
+    learning_rate_ : float
+        The initial learning rate used (``"auto"`` resolved).
+    final_learning_rate_ : float
+        The learning rate at the end of training (after the schedule's reductions).
     min_singular_value_ : float or None
         The singular-value barrier's threshold used (``"auto"`` resolved).
     architecture_ : str
@@ -227,14 +264,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "bounds": [tuple, list, None],
         "dequantize": ["boolean"],
         "match_after_preprocessing": ["boolean"],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "lr_schedule": [StrOptions({"plateau", "constant"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "ema_decay": [Interval(Real, 0, 1, closed="left"), None],
+        "ema_decay": [Interval(Real, 0, 1, closed="left"), StrOptions({"auto"}), None],
         "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "training_dtype": [StrOptions(set(_DTYPES))],
         "device": [str, torch.device],
@@ -259,14 +297,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         bounds: tuple[float, float] | None = None,
         dequantize: bool = False,
         match_after_preprocessing: bool = True,
-        learning_rate: float = 1e-3,
-        batch_size: int = 128,
+        learning_rate: float | str = "auto",
+        batch_size: int | str = "auto",
+        lr_schedule: str = "plateau",
         max_iter: int = 200,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
-        n_iter_no_change: int = 10,
+        n_iter_no_change: int = 20,
         tol: float = 1e-4,
-        ema_decay: float | None = 0.999,
+        ema_decay: float | str | None = "auto",
         max_grad_norm: float | None = 10.0,
         training_dtype: str = "float32",
         device: str | torch.device = "auto",
@@ -289,6 +328,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.match_after_preprocessing = match_after_preprocessing
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.lr_schedule = lr_schedule
         self.max_iter = max_iter
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -306,7 +346,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     def _resolve(self, n_features: int) -> tuple[str, str]:
         architecture = self.architecture
         if architecture == "auto":
-            architecture = "coupling" if n_features <= AUTO_COUPLING_MAX_FEATURES else "fc"
+            architecture = "spline" if n_features <= AUTO_SPLINE_MAX_FEATURES else "fc"
         objective = self.objective
         if objective == "auto":
             objective = "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
@@ -320,12 +360,26 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             return AUTO_MIN_SINGULAR_VALUE
         return None
 
+    def _resolve_batch_and_ema(self, n_train: int) -> tuple[int, float | None]:
+        """Batch size and EMA decay for ``n_train`` training rows (``"auto"`` resolved)."""
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            rows = max(1.0, n_train / AUTO_BATCH_STEPS)
+            batch_size = int(np.clip(2 ** round(math.log2(rows)), AUTO_BATCH_MIN, AUTO_BATCH_MAX))
+        batch_size = min(int(batch_size), n_train)
+        ema_decay = self.ema_decay
+        if ema_decay == "auto":
+            steps = max(AUTO_EMA_MIN_STEPS, math.ceil(n_train / batch_size))
+            ema_decay = min(AUTO_EMA_MAX_DECAY, 1.0 - 1.0 / steps)
+        self.batch_size_, self.ema_decay_ = batch_size, ema_decay or None
+        return batch_size, ema_decay or None
+
     def _build_flow(
         self, architecture: str, n_features: int, generator: torch.Generator
     ) -> EnergyFlow:
         n_blocks = self.n_blocks if self.n_blocks is not None else DEFAULT_BLOCKS[architecture]
         options: dict = {"n_blocks": n_blocks, "generator": generator}
-        if architecture == "coupling":
+        if architecture in ("coupling", "spline"):
             options["hidden_features"] = self.hidden_features
         return ARCHITECTURES[architecture](n_features, **options)
 
@@ -405,14 +459,23 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 with torch.no_grad():
                     return float(model.log_prob(y_val).mean()) + offset
 
+        batch_size, ema_decay = self._resolve_batch_and_ema(len(train_data))
+        lr_patience = None
+        if self.lr_schedule == "plateau":
+            lr_patience = max(1, round(PLATEAU_PATIENCE_FRACTION * self.n_iter_no_change))
+        learning_rate = self.learning_rate
+        if learning_rate == "auto":
+            learning_rate = DEFAULT_LEARNING_RATES[architecture]
+        self.learning_rate_ = learning_rate
         config = TrainConfig(
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
             max_iter=self.max_iter,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
-            ema_decay=self.ema_decay or None,
+            ema_decay=ema_decay,
             max_grad_norm=self.max_grad_norm,
+            lr_patience=lr_patience,
             verbose=int(self.verbose),
         )
         single = device.type == "cpu" and n_features < SINGLE_THREAD_MAX_FEATURES
@@ -445,6 +508,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.validation_scores_ = result.validation_scores
         self.n_skipped_steps_ = result.n_skipped_steps
         self.best_iteration_ = result.best_epoch
+        self.final_learning_rate_ = result.final_learning_rate
         with torch.no_grad():
             self.log_normalizer_ = float(self.flow_.log_normalizer())
         if not math.isfinite(self.log_normalizer_):

@@ -61,6 +61,13 @@ class TrainConfig:
         Clip the global gradient norm to this value; ``None`` disables clipping.
     max_consecutive_skips : int
         Non-finite steps in a row after which training fails.
+    lr_patience : int or None
+        Reduce-on-plateau schedule: multiply the learning rate by ``lr_factor`` after
+        this many epochs without an improvement larger than ``tol`` of the monitored
+        quantity (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`); ``None`` keeps
+        the learning rate constant.
+    lr_factor : float
+        Factor of each reduction.
     verbose : int
         0 silent, 1 a progress bar, 2 a line per epoch.
     """
@@ -73,6 +80,8 @@ class TrainConfig:
     ema_decay: float | None = 0.999
     max_grad_norm: float | None = None
     max_consecutive_skips: int = 20
+    lr_patience: int | None = None
+    lr_factor: float = 0.5
     verbose: int = 0
 
 
@@ -101,6 +110,8 @@ class TrainResult:
         Whether a :class:`KeyboardInterrupt` ended training.
     best_epoch : int or None
         Epoch (1-based) whose weights were kept when validation was monitored.
+    final_learning_rate : float or None
+        The learning rate at the end (after any reductions of the schedule).
     """
 
     flow: EnergyFlow
@@ -112,6 +123,7 @@ class TrainResult:
     converged: bool = False
     interrupted: bool = False
     best_epoch: int | None = None
+    final_learning_rate: float | None = None
 
 
 class EMA:
@@ -336,6 +348,16 @@ def train(
     batch_size = max(1, min(config.batch_size, n))
     parameters = [p for p in flow.parameters() if p.requires_grad]
     optimizer = make_optimizer(parameters, config.learning_rate)
+    scheduler = None
+    if config.lr_patience is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=config.lr_factor,
+            patience=config.lr_patience,
+            threshold=config.tol,
+            threshold_mode="abs",
+        )
     ema = EMA(flow, config.ema_decay) if config.ema_decay else None
     kept = ema.module if ema is not None else flow
     result = TrainResult(flow=kept)
@@ -391,6 +413,8 @@ def train(
             # The stall count needs an improvement larger than tol; the kept snapshot is
             # the best epoch itself (as in scikit-learn's MLP early stopping).
             stall = 0 if value > best_value + config.tol else stall + 1
+            if scheduler is not None:
+                scheduler.step(value)
             if value > best_value:
                 best_value = value
                 if score_fn is not None:
@@ -416,6 +440,7 @@ def train(
         )
     finally:
         progress.close()
+    result.final_learning_rate = float(optimizer.param_groups[0]["lr"])
     if best_state is not None:
         kept.load_state_dict(best_state)
     kept.eval()

@@ -247,7 +247,7 @@ def test_warm_start_continues_training(gaussian_data):
 
 def test_one_feature(gaussian_data):
     est = fast().fit(gaussian_data[:, :1])
-    assert est.architecture_ == "coupling" and np.isfinite(est.score(gaussian_data[:, :1]))
+    assert est.architecture_ == "spline" and np.isfinite(est.score(gaussian_data[:, :1]))
 
 
 def test_verbose_prints_epochs(gaussian_data, capsys):
@@ -281,7 +281,7 @@ def test_fit_restores_the_torch_thread_setting(gaussian_data):
 
 
 @pytest.mark.parametrize("objective", ["ml", "sml", "sm", "ssm", "dsm", "fdssm"])
-@pytest.mark.parametrize("architecture", ["fc", "coupling"])
+@pytest.mark.parametrize("architecture", ["fc", "coupling", "spline"])
 def test_every_objective_trains_every_architecture_in_float32(
     gaussian_data, objective, architecture
 ):
@@ -293,7 +293,28 @@ def test_every_objective_trains_every_architecture_in_float32(
 
 @pytest.mark.parametrize(
     ("n_features", "architecture", "objective"),
-    [(2, "coupling", "ml"), (129, "fc", "ml"), (2047, "fc", "ml"), (2048, "fc", "ssm")],
+    [(2, "spline", "ml"), (128, "spline", "ml"), (129, "fc", "ml"), (2048, "fc", "ssm")],
 )
 def test_auto_choices_follow_the_documented_thresholds(n_features, architecture, objective):
     assert EBFlowDensity()._resolve(n_features) == (architecture, objective)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "ema_decay"),
+    [(100, 32, 0.9), (1300, 64, 1 - 1 / 21), (10_000, 512, 1 - 1 / 20), (1_000_000, 512, 0.999)],
+)
+def test_auto_batch_size_and_ema_follow_the_number_of_rows(n_train, batch_size, ema_decay):
+    est = EBFlowDensity()
+    assert est._resolve_batch_and_ema(n_train) == pytest.approx((batch_size, ema_decay))
+    assert (est.batch_size_, est.ema_decay_) == pytest.approx((batch_size, ema_decay))
+
+
+def test_auto_learning_rate_depends_on_the_architecture(gaussian_data):
+    assert fast(architecture="fc", max_iter=1).fit(gaussian_data).learning_rate_ == 1e-3
+    assert fast(architecture="spline", max_iter=1).fit(gaussian_data).learning_rate_ == 3e-3
+    assert fast(learning_rate=0.01, max_iter=1).fit(gaussian_data).learning_rate_ == 0.01
+
+
+def test_constant_schedule_keeps_the_learning_rate(gaussian_data):
+    est = fast(lr_schedule="constant", learning_rate=0.01, max_iter=3).fit(gaussian_data)
+    assert est.final_learning_rate_ == 0.01

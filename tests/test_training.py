@@ -532,3 +532,22 @@ def test_train_leaves_the_global_rng_untouched():
         score_fn=lambda m: float(m.log_prob(x).mean()),
     )  # fmt: skip
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(("lr_patience", "expected"), [(None, 0.01), (2, 0.005), (1, 0.0025)])
+def test_plateau_schedule_halves_the_learning_rate_when_the_score_stalls(lr_patience, expected):
+    flow = build_fc(2).double()
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    config = TrainConfig(
+        learning_rate=0.01, batch_size=16, max_iter=6, n_iter_no_change=100, lr_patience=lr_patience
+    )
+    # A constant score never improves: one reduction after lr_patience + 1 stalled epochs.
+    result = train(
+        flow,
+        ml_loss,
+        x,
+        config=config,
+        generator=torch.Generator().manual_seed(1),
+        score_fn=lambda model: 0.0,
+    )
+    assert result.final_learning_rate == pytest.approx(expected)
