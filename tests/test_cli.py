@@ -1,0 +1,15 @@
+"""The command line's demo: it runs end to end and prints every model next to the truth."""
+
+from __future__ import annotations
+
+from skebflow.__main__ import main
+
+
+def test_demo_smoke_prints_the_default_and_the_peers(tmp_path, capsys):
+    argv = ["demo", "--n-samples", "300", "--max-iter", "2", "--objectives", "auto", "dsm"]
+    assert main([*argv, "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("true density", "EBFlowDensity()", "EBFlowDensity('dsm')", "KernelDensity"):
+        assert name in out
+    assert "GaussianMixture(" in out and "BIC" in out
+    assert (tmp_path / "demo-checkerboard.png").stat().st_size > 0
