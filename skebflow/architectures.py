@@ -74,6 +74,29 @@ def build_fc(
     return EnergyFlow(layers, features)
 
 
+def _coupling_stack(
+    features: int,
+    n_blocks: int,
+    coupling: Callable[[int, tuple[int, ...]], Layer],
+    hidden_features: int | tuple[int, ...],
+    generator: torch.Generator | None,
+) -> EnergyFlow:
+    """``n_blocks`` × [ActNorm → orthogonal Dense → ``coupling(parity, hidden)``] → Dense."""
+    if n_blocks < 1:
+        raise ValueError(f"n_blocks must be at least 1, got {n_blocks}.")
+    hidden = (hidden_features,) * 2 if isinstance(hidden_features, int) else hidden_features
+    layers: list[Layer] = []
+    for block in range(n_blocks):
+        layers += [ActNorm(features), Dense(features, init="orthogonal", generator=generator)]
+        # One feature has no half to condition on: a residual elementwise layer instead.
+        single = features == 1
+        layers.append(
+            SmoothLeakyReLU(residual=True) if single else coupling(block % 2, tuple(hidden))
+        )
+    layers.append(Dense(features, init="orthogonal", generator=generator))
+    return EnergyFlow(layers, features)
+
+
 def build_coupling(
     features: int,
     *,
@@ -115,26 +138,19 @@ def build_coupling(
     >>> [type(layer).__name__ for layer in flow.layers]
     ['ActNorm', 'Dense', 'AffineCoupling', 'Dense']
     """
-    if n_blocks < 1:
-        raise ValueError(f"n_blocks must be at least 1, got {n_blocks}.")
-    hidden = (hidden_features,) * 2 if isinstance(hidden_features, int) else hidden_features
-    layers: list[Layer] = []
-    for block in range(n_blocks):
-        layers += [ActNorm(features), Dense(features, init="orthogonal", generator=generator)]
-        if features == 1:
-            layers.append(SmoothLeakyReLU(residual=True))
-        else:
-            layers.append(
-                AffineCoupling(
-                    features,
-                    parity=block % 2,
-                    hidden_features=tuple(hidden),
-                    activation=activation,
-                    generator=generator,
-                )
-            )
-    layers.append(Dense(features, init="orthogonal", generator=generator))
-    return EnergyFlow(layers, features)
+    return _coupling_stack(
+        features,
+        n_blocks,
+        lambda parity, hidden: AffineCoupling(
+            features,
+            parity=parity,
+            hidden_features=hidden,
+            activation=activation,
+            generator=generator,
+        ),
+        hidden_features,
+        generator,
+    )
 
 
 def build_spline(
@@ -185,28 +201,21 @@ def build_spline(
     >>> [type(layer).__name__ for layer in flow.layers]
     ['ActNorm', 'Dense', 'RationalQuadraticCoupling', 'Dense']
     """
-    if n_blocks < 1:
-        raise ValueError(f"n_blocks must be at least 1, got {n_blocks}.")
-    hidden = (hidden_features,) * 2 if isinstance(hidden_features, int) else hidden_features
-    layers: list[Layer] = []
-    for block in range(n_blocks):
-        layers += [ActNorm(features), Dense(features, init="orthogonal", generator=generator)]
-        if features == 1:
-            layers.append(SmoothLeakyReLU(residual=True))
-        else:
-            layers.append(
-                RationalQuadraticCoupling(
-                    features,
-                    parity=block % 2,
-                    hidden_features=tuple(hidden),
-                    n_bins=n_bins,
-                    bound=bound,
-                    activation=activation,
-                    generator=generator,
-                )
-            )
-    layers.append(Dense(features, init="orthogonal", generator=generator))
-    return EnergyFlow(layers, features)
+    return _coupling_stack(
+        features,
+        n_blocks,
+        lambda parity, hidden: RationalQuadraticCoupling(
+            features,
+            parity=parity,
+            hidden_features=hidden,
+            n_bins=n_bins,
+            bound=bound,
+            activation=activation,
+            generator=generator,
+        ),
+        hidden_features,
+        generator,
+    )
 
 
 ARCHITECTURES: dict[str, Callable[..., EnergyFlow]] = {
