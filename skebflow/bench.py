@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m skebflow bench {speed,nll,truth} [options]``.
+"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality} [options]``.
 
 ``speed``
     Time per training step of every objective on the paper's FC flow (batch 100) at
@@ -11,6 +11,11 @@
 ``truth``
     Each objective minimized from a teacher's exact parameters on a finite sample: where
     the objective's own optimum lies; see :mod:`skebflow.bench_truth`.
+``quality``
+    Held-out log-likelihood of the default ``EBFlowDensity`` (and, with ``--models``, of
+    the score-matching objectives) against KernelDensity, a BIC-selected GaussianMixture
+    and a zuko neural spline flow on 2-D toys, scikit-learn tables and Gaussian-mixture
+    teachers; see :mod:`skebflow.bench_quality`.
 
 Each writes ``<name>.json`` (machine, command, configuration, every measurement),
 ``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
@@ -27,7 +32,9 @@ Examples
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import math
 import os
 import platform
 import sys
@@ -42,28 +49,63 @@ import sklearn
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KernelDensity
 from threadpoolctl import threadpool_limits
 
 from skebflow._torch import resolve_device
 from skebflow.bench_nll import NLL_GROUPS, NLL_OBJECTIVES, nll_markdown, run_nll, summarize
+from skebflow.bench_peers import NSF_CONFIG, Standardized, kde_cv_log_likelihoods, standardize
+from skebflow.bench_quality import (
+    DEFAULT_MODELS,
+    EBFLOW_MODELS,
+    POLISH_FRACTION,
+    quality_markdown,
+    run_quality,
+)
+from skebflow.bench_quality import summarize as summarize_quality
 from skebflow.bench_speed import SPEED_OBJECTIVES, plot_speed, run_speed, speed_markdown
-from skebflow.bench_tasks import make_tasks
+from skebflow.bench_tasks import QUALITY_GROUPS, make_quality_sets, make_tasks
 from skebflow.bench_truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
 
-__all__ = ["BASELINES", "main"]
+__all__ = [
+    "BASELINES",
+    "BIC_COMPONENTS",
+    "KDE_BANDWIDTHS",
+    "QUALITY_PEERS",
+    "main",
+]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _GMM_COMPONENTS = (1, 2, 4, 8, 16)
 
 
 # ---------------------------------------------------------------------------- baselines
-def _kde(train: np.ndarray, seed: int) -> KernelDensity:
-    """KernelDensity with the bandwidth chosen by 3-fold cross-validation over a grid."""
-    scale = float(np.mean(np.std(train, axis=0)))
-    grid = {"bandwidth": scale * np.logspace(-2.0, 0.5, 11)}
-    return GridSearchCV(KernelDensity(), grid, cv=3).fit(train).best_estimator_
+#: Coarse bandwidth grid of the KDE peer, in units of the standardized data.
+KDE_BANDWIDTHS = np.logspace(-2.0, 0.5, 11)
+
+
+def _kde(train: np.ndarray, seed: int) -> Standardized:
+    """KernelDensity on standardized data, bandwidth by 3-fold cross-validation.
+
+    The cross-validated log-likelihood (``GridSearchCV``'s criterion, computed exactly
+    by :func:`kde_cv_log_likelihoods`) is maximized over :data:`KDE_BANDWIDTHS` (ratio
+    1.78), then over 7 values from the best's lower to its upper neighbour (ratio
+    1.21); the final ``KernelDensity`` is fitted to all of ``train``.
+    """
+    z, mean, scale = standardize(train)
+    folds = list(KFold(3, shuffle=True, random_state=seed).split(z))
+
+    def cv(bandwidths: np.ndarray) -> np.ndarray:
+        return sum(kde_cv_log_likelihoods(z[a], z[b], bandwidths) for a, b in folds)
+
+    coarse = cv(KDE_BANDWIDTHS)
+    best = KDE_BANDWIDTHS[int(np.argmax(coarse))]
+    fine = best * np.logspace(-0.25, 0.25, 7)
+    bandwidth = float(fine[int(np.argmax(cv(fine)))])
+    edge = bool(np.argmax(coarse) in (0, len(KDE_BANDWIDTHS) - 1))
+    info = {"bandwidth": bandwidth, "bandwidth_at_grid_edge": edge}
+    return Standardized(KernelDensity(bandwidth=bandwidth).fit(z), mean, scale, info)
 
 
 def _gmm(train: np.ndarray, seed: int) -> GaussianMixture:
@@ -76,10 +118,47 @@ def _gmm(train: np.ndarray, seed: int) -> GaussianMixture:
         return search.fit(train).best_estimator_
 
 
+#: Numbers of components tried by the BIC-selected GaussianMixture.
+BIC_COMPONENTS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+
+def _gmm_bic(train: np.ndarray, seed: int) -> Standardized:
+    """Full-covariance GaussianMixture on standardized data, components by BIC.
+
+    ``k`` runs through :data:`BIC_COMPONENTS` while there are at least ``2 (D + 1)``
+    samples per component (at least ``k = 1``; the cap of ``bench nll``) and stops after
+    two values in a row that do not lower the BIC.
+    ``max_iter=200``, ``n_init=1``, seeded; standardizing only makes the default
+    ``reg_covar`` relative to each column's spread (the model is affine-equivariant).
+    """
+    z, mean, scale = standardize(train)
+    n, d = z.shape
+    grid = [k for k in BIC_COMPONENTS if k * (d + 1) < n / 2] or [1]
+    best, best_bic, bics, worse = None, math.inf, {}, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in grid:
+            model = GaussianMixture(k, covariance_type="full", max_iter=200, random_state=seed)
+            bics[k] = float(model.fit(z).bic(z))
+            if bics[k] < best_bic:
+                best, best_bic, worse = model, bics[k], 0
+            else:
+                worse += 1
+                if worse == 2:
+                    break
+    info = {"n_components": best.n_components, "bic": bics, "grid_max": grid[-1]}
+    return Standardized(best, mean, scale, info)
+
+
 #: The scikit-learn baselines of ``bench nll`` (this is the benchmark's only sklearn layer).
 BASELINES: dict[str, Callable[[np.ndarray, int], object]] = {
     "KernelDensity": _kde,
     "GaussianMixture": _gmm,
+}
+#: The scikit-learn peers of ``bench quality`` (the zuko NSF lives in ``bench_peers``).
+QUALITY_PEERS: dict[str, Callable[[np.ndarray, int], object]] = {
+    "KernelDensity": _kde,
+    "GaussianMixture": _gmm_bic,
 }
 
 
@@ -224,6 +303,61 @@ def _truth(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     return 0
 
 
+#: ``--models`` shorthands of ``bench quality``.
+_MODEL_ALIASES = {
+    "default": DEFAULT_MODELS,
+    "score": EBFLOW_MODELS[1:],
+    "all": (*DEFAULT_MODELS, *EBFLOW_MODELS[1:]),
+}
+_QUICK_DATASETS = ("pinwheel", "iris", "mixture-4")
+
+
+def _zuko_version() -> str | None:
+    try:
+        return importlib.metadata.version("zuko")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _quality(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    names = args.datasets or (_QUICK_DATASETS if args.quick else QUALITY_GROUPS)
+    sets = make_quality_sets(tuple(names), quick=args.quick, n_train=args.n_train)
+    models = tuple(dict.fromkeys(m for n in args.models for m in _MODEL_ALIASES.get(n, (n,))))
+    seeds = tuple(range(1 if args.quick else args.seeds))
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        machine["zuko"] = _zuko_version()
+        records = run_quality(
+            sets,
+            models=models,
+            seeds=seeds,
+            peers=QUALITY_PEERS,
+            jobs=args.jobs,
+            threads=args.threads,
+            quick=args.quick,
+            log=log,
+        )
+    seconds = time.perf_counter() - start
+    summary = summarize_quality(records)
+    config = {"datasets": [vars(s) for s in sets], "models": list(models), "seeds": seeds}
+    config.update(jobs=args.jobs, threads=args.threads, quick=args.quick, seconds=seconds)
+    config.update(nsf=NSF_CONFIG, polish_fraction=POLISH_FRACTION)
+    config.update(kde_bandwidths=KDE_BANDWIDTHS.tolist(), gmm_components=BIC_COMPONENTS)
+    payload = {"benchmark": "quality", "command": sys.argv, "machine": machine}
+    payload.update(config=config, summary=summary, runs=records)
+    header = [
+        f"Wall time {seconds / 60:.1f} min with {args.jobs} worker process(es) of "
+        f"{args.threads} thread(s) on {machine['cpu_count']} CPU(s) ({machine['cpu']}); "
+        f"load average at the start {machine['load_average_start']}.",
+        "",
+    ]
+    folder = Path(args.output)
+    _write(folder, "quality", payload, "\n".join(header) + quality_markdown(summary, len(seeds)))
+    log(f"wrote {folder / 'quality.json'} and {folder / 'quality.md'} ({seconds:.0f} s)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m skebflow bench", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -231,11 +365,13 @@ def _parser() -> argparse.ArgumentParser:
     speed = commands.add_parser("speed", help="time per training step of every objective")
     nll = commands.add_parser("nll", help="held-out NLL of every objective and baselines")
     truth = commands.add_parser("truth", help="each objective's optimum, from the truth")
-    for sub, default_threads in ((speed, None), (nll, 1), (truth, None)):
+    quality = commands.add_parser("quality", help="held-out likelihood of EBFlow and peers")
+    for sub, default_threads in ((speed, None), (nll, 1), (truth, None), (quality, 1)):
         sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
-        if sub is not truth:
+        if sub in (speed, nll):
             sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-        sub.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+        if sub is not quality:
+            sub.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
         sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
         sub.add_argument(
             "--threads",
@@ -267,6 +403,19 @@ def _parser() -> argparse.ArgumentParser:
     truth.add_argument("--iterations", type=int, default=200, help="L-BFGS iterations")
     truth.add_argument("--report-every", type=int, default=20)
     truth.add_argument("--seed", type=int, default=0)
+    quality.add_argument(
+        "--datasets", nargs="+", help="groups (toys, tables, teachers) or names; default: all"
+    )
+    quality.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    quality.add_argument(
+        "--models",
+        nargs="+",
+        default=["default"],
+        choices=[*_MODEL_ALIASES, *DEFAULT_MODELS, *EBFLOW_MODELS[1:]],
+        help="rows, or default (EBFlow and the peers), score (the score-matching rows), all",
+    )
+    quality.add_argument("--jobs", type=int, default=2, help="worker processes (joblib)")
+    quality.add_argument("--n-train", type=int, default=None, help="toy and teacher size")
     return parser
 
 
@@ -286,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
-    return {"speed": _speed, "nll": _nll, "truth": _truth}[args.command](args, log)
+    commands = {"speed": _speed, "nll": _nll, "truth": _truth, "quality": _quality}
+    return commands[args.command](args, log)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
-"""The data sets of ``bench nll`` and the estimator settings used on each (its tasks).
+"""The data sets of ``bench nll`` (with their estimator settings) and of ``bench quality``.
 
-See :mod:`skebflow.bench_nll` for what is measured on them.
+See :mod:`skebflow.bench_nll` and :mod:`skebflow.bench_quality` for what is measured on
+them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from skebflow.datasets import load_digits_integer, make_toy, toy_log_density
-from skebflow.teachers import make_teacher, sample_teacher, teacher_log_density
+from skebflow.datasets import (
+    TABLE_DATASETS,
+    load_digits_integer,
+    load_table,
+    make_toy,
+    toy_log_density,
+)
+from skebflow.teachers import (
+    make_mixture_teacher,
+    make_teacher,
+    mixture_teacher_log_density,
+    sample_mixture_teacher,
+    sample_teacher,
+    teacher_log_density,
+)
 
-__all__ = ["ABLATED", "Task", "format_number", "make_tasks"]
+__all__ = [
+    "ABLATED",
+    "QUALITY_GROUPS",
+    "QualitySet",
+    "Task",
+    "format_number",
+    "make_quality_sets",
+    "make_tasks",
+]
 
 #: Score-matching objectives that get the MaP ablation and the ML polish.
 ABLATED: tuple[str, ...] = ("ssm", "dsm", "fdssm")
@@ -205,3 +227,100 @@ def make_tasks(
 
 def _sigmoid(t: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * t))
+
+
+# ------------------------------------------------------------------ bench quality
+QUALITY_TOYS: tuple[str, ...] = ("checkerboard", "rings", "gaussians", "pinwheel", "moons", "swirl")
+QUALITY_TEACHER_FEATURES: tuple[int, ...] = (4, 16, 64)
+#: The groups of data sets of ``bench quality``, in the order of the report.
+QUALITY_GROUPS: tuple[str, ...] = ("toys", "tables", "teachers")
+
+
+@dataclass(frozen=True)
+class QualitySet:
+    """One data set of ``bench quality``.
+
+    Attributes
+    ----------
+    name : str
+        Row label: a toy's or table's name, or ``"mixture-<D>"``.
+    group : str
+        ``"toys"``, ``"tables"`` or ``"teachers"``.
+    features : int
+        Dimension :math:`D`.
+    n_train, n_test : int or None
+        Sample sizes (``None`` for a table: its 75/25 split).
+    """
+
+    name: str
+    group: str
+    features: int
+    n_train: int | None = None
+    n_test: int | None = None
+
+    def draw(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Return ``(train, test, exact log-density of test or None)`` for a seed."""
+        if self.group == "toys":
+            train = make_toy(self.name, self.n_train, random_state=_rng(0, seed))
+            test = make_toy(self.name, self.n_test, random_state=_rng(1, seed))
+            return train, test, toy_log_density(self.name, test)
+        if self.group == "teachers":
+            teacher = make_mixture_teacher(self.features, random_state=2000 + self.features)
+            train = sample_mixture_teacher(teacher, self.n_train, random_state=_rng(0, seed))
+            test = sample_mixture_teacher(teacher, self.n_test, random_state=_rng(1, seed))
+            return train, test, mixture_teacher_log_density(teacher, test)
+        train, test = load_table(self.name, random_state=_rng(4, seed))
+        return train[: self.n_train], test[: self.n_test], None
+
+
+_TABLE_FEATURES = {"digits": 64, "breast_cancer": 24, "wine": 13, "iris": 4, "diabetes": 10}
+
+
+def make_quality_sets(
+    datasets: tuple[str, ...] = QUALITY_GROUPS,
+    *,
+    quick: bool = False,
+    n_train: int | None = None,
+) -> list[QualitySet]:
+    """Build the data sets of ``bench quality``.
+
+    Full sizes: toys and teachers 5,000 training / 5,000 test points (so that the full
+    run fits in 20 minutes on 2 cores), the tables' own 75/25 splits. ``quick``: toys
+    and teachers 300 / 200, tables at most 300 / 100 rows.
+
+    Parameters
+    ----------
+    datasets : tuple of str, default=QUALITY_GROUPS
+        Group names (``"toys"``, ``"tables"``, ``"teachers"``) or data set names
+        (``"pinwheel"``, ``"iris"``, ``"mixture-16"``, ...), in any mix.
+    quick : bool, default=False
+        Tiny sizes for a smoke run.
+    n_train : int or None, default=None
+        Override the number of training points of the toys and teachers.
+
+    Returns
+    -------
+    list of QualitySet
+        In report order.
+
+    Examples
+    --------
+    >>> [s.name for s in make_quality_sets(("teachers", "iris"))]
+    ['iris', 'mixture-4', 'mixture-16', 'mixture-64']
+    """
+    toys, teachers = (300, 200), (300, 200)
+    if not quick:
+        toys, teachers = (5_000, 5_000), (5_000, 5_000)
+    if n_train is not None:
+        toys, teachers = (n_train, toys[1]), (n_train, teachers[1])
+    table = (300, 100) if quick else (None, None)
+    every = [QualitySet(name, "toys", 2, *toys) for name in QUALITY_TOYS]
+    every += [QualitySet(t, "tables", _TABLE_FEATURES[t], *table) for t in TABLE_DATASETS]
+    every += [
+        QualitySet(f"mixture-{d}", "teachers", d, *teachers) for d in QUALITY_TEACHER_FEATURES
+    ]
+    known = {s.name for s in every} | set(QUALITY_GROUPS)
+    unknown = sorted(set(datasets) - known)
+    if unknown:
+        raise ValueError(f"Unknown data sets {unknown}; valid: {sorted(known)}.")
+    return [s for s in every if s.group in datasets or s.name in datasets]

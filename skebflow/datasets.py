@@ -1,10 +1,10 @@
-"""Offline toy and benchmark data sets with known densities.
+r"""Offline toy and benchmark data sets; the toys with known densities.
 
 Two-dimensional toys
-    Every toy is an *underlying shape* convolved with an isotropic Gaussian of standard
-    deviation ``smoothing`` (0.375 by default, as for the 2-D experiments of [1]_), so that
-    its density is known exactly and held-out log-likelihoods can be compared with the
-    truth. Two kinds of shape are used:
+    Every toy has a density that is known exactly, so that held-out log-likelihoods can be
+    compared with the truth. All but one are an *underlying shape* convolved with an
+    isotropic Gaussian of standard deviation ``smoothing`` (0.375 by default, as for the
+    2-D experiments of [1]_). Two kinds of shape are used:
 
     * a uniform mixture over a fixed, finite set of *atoms* (points spaced evenly by arc
       length along a curve, or 8 points on a circle): the density is an equal-weight
@@ -15,12 +15,38 @@ Two-dimensional toys
 
     The atoms are spaced 0.04–0.065 apart, far below the default smoothing, so the
     mixtures are indistinguishable from a smoothed curve; for much smaller ``smoothing``
-    the atoms become visible, but :func:`toy_log_density` stays exact. All toys lie
-    roughly in ``[-4, 4]²``. Shapes in the spirit of the toys of [2]_ and [3]_.
+    the atoms become visible, but :func:`toy_log_density` stays exact.
+
+    The exception is "pinwheel", a smoothed shape that is then *twisted*. Before the
+    twist it is an equal-weight mixture of 5 Gaussian arms: arm :math:`k` points along
+    the angle :math:`\theta_k = 2\pi k/5`, its radial coordinate is
+    :math:`N(2, 0.5^2 + s^2)` and its tangential coordinate :math:`N(0, s^2)`, with
+    :math:`s` = ``smoothing`` (a normal segment :math:`N(2, 0.5^2)` along the ray,
+    convolved with the isotropic Gaussian of standard deviation :math:`s`; radial
+    standard deviation 0.625 at the default). The twist turns every point :math:`x` by
+    the angle :math:`0.6\,\lVert x\rVert` about the origin, in polar coordinates
+    :math:`(r, \varphi) \mapsto (r, \varphi + 0.6 r)`. The map keeps :math:`r`, and its
+    Jacobian in polar coordinates is triangular with unit diagonal; as the area element
+    :math:`r\,dr\,d\varphi` is unchanged, it preserves area (Jacobian determinant 1),
+    so :math:`\log p(x) = \log p_{\text{mixture}}(\text{untwist}(x))` exactly, with
+    untwist the rotation by :math:`-0.6\,\lVert x\rVert`.
+
+    All toys lie roughly in ``[-4, 4]²``. Shapes in the spirit of the toys of [2]_, [3]_
+    and [4]_.
 
 Digits
     :func:`load_digits_integer` returns the 1,797 8×8 digits bundled with scikit-learn as
     integer-valued pixels in ``[0, 16]``, for dequantized density estimation.
+
+Tables
+    :func:`load_table` returns one of the small tables bundled with scikit-learn
+    (:data:`TABLE_DATASETS`: digits, breast cancer, wine, iris, diabetes), shuffled,
+    split and *dequantized*: each column is recorded on a grid (integer pixels, iris in
+    steps of 0.1 cm, wine's magnesium in whole mg/l, diabetes' two-valued sex, ...), so
+    the raw values have no density (iris even repeats a row) and a model could earn an
+    unbounded likelihood by collapsing onto the grid. Uniform noise of one grid step
+    makes the values continuous; the density of the dequantized data is what every model
+    is compared on.
 
 Nothing is downloaded. Randomness only comes from ``random_state`` through
 :func:`numpy.random.default_rng`; the global NumPy generator is never used.
@@ -33,6 +59,9 @@ References
    Free-form Continuous Dynamics for Scalable Reversible Generative Models", ICLR 2019.
 .. [3] D. J. Rezende, S. Mohamed, "Variational Inference with Normalizing Flows",
    ICML 2015.
+.. [4] M. J. Johnson, D. Duvenaud, A. B. Wiltschko, S. R. Datta, R. P. Adams, "Composing
+   Graphical Models with Neural Networks for Structured Representations and Fast
+   Inference", NeurIPS 2016 (the pinwheel).
 """
 
 from __future__ import annotations
@@ -45,9 +74,26 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["TOY_DATASETS", "load_digits_integer", "make_toy", "toy_log_density"]
+__all__ = [
+    "TABLE_DATASETS",
+    "TOY_DATASETS",
+    "load_digits_integer",
+    "load_table",
+    "make_toy",
+    "toy_log_density",
+]
 
-TOY_DATASETS: tuple[str, ...] = ("sine", "swirl", "checkerboard", "moons", "rings", "gaussians")
+TOY_DATASETS: tuple[str, ...] = (
+    "sine",
+    "swirl",
+    "checkerboard",
+    "moons",
+    "rings",
+    "gaussians",
+    "pinwheel",
+)
+#: The small tables of :func:`load_table`, all bundled with scikit-learn (no download).
+TABLE_DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine", "iris", "diabetes")
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -105,6 +151,49 @@ def _checkerboard_boxes() -> tuple[np.ndarray, np.ndarray]:
         [[-4.0 + 2.0 * i, -4.0 + 2.0 * j] for i in range(4) for j in range(4) if (i + j) % 2 == 0]
     )
     return lower, lower + 2.0
+
+
+#: Pinwheel: number of arms, centre of each arm's radial normal, its standard deviation
+#: before smoothing, and the twist in radians per unit of radius (module docstring).
+_PINWHEEL_ARMS = 5
+_PINWHEEL_RADIUS = 2.0
+_PINWHEEL_RADIAL_STD = 0.5
+_PINWHEEL_RATE = 0.6
+
+
+def _twist(X: np.ndarray, rate: float) -> np.ndarray:
+    """Turn every point ``x`` by the angle ``rate * ‖x‖`` (area-preserving)."""
+    angle = rate * np.hypot(X[:, 0], X[:, 1])
+    cos, sin = np.cos(angle), np.sin(angle)
+    return np.column_stack([cos * X[:, 0] - sin * X[:, 1], sin * X[:, 0] + cos * X[:, 1]])
+
+
+def _pinwheel_angles() -> np.ndarray:
+    return 2.0 * np.pi * np.arange(_PINWHEEL_ARMS) / _PINWHEEL_ARMS
+
+
+def _pinwheel_sample(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    theta = _pinwheel_angles()[rng.integers(_PINWHEEL_ARMS, size=n)]
+    radial_std = math.hypot(_PINWHEEL_RADIAL_STD, sigma)
+    radial = _PINWHEEL_RADIUS + radial_std * rng.standard_normal(n)
+    tangential = sigma * rng.standard_normal(n)
+    cos, sin = np.cos(theta), np.sin(theta)
+    arms = np.column_stack([radial * cos - tangential * sin, radial * sin + tangential * cos])
+    return _twist(arms, _PINWHEEL_RATE)
+
+
+def _pinwheel_log_density(X: np.ndarray, sigma: float) -> np.ndarray:
+    # Untwisting has Jacobian determinant 1: the density is the arms' mixture density there.
+    u = _twist(X, -_PINWHEEL_RATE)
+    theta = _pinwheel_angles()
+    radial = u[:, :1] * np.cos(theta) + u[:, 1:] * np.sin(theta)
+    tangential = u[:, 1:] * np.cos(theta) - u[:, :1] * np.sin(theta)
+    radial_std = math.hypot(_PINWHEEL_RADIAL_STD, sigma)
+    exponent = (
+        -0.5 * ((radial - _PINWHEEL_RADIUS) / radial_std) ** 2 - 0.5 * (tangential / sigma) ** 2
+    )
+    log_norm = _LOG_2PI + math.log(radial_std * sigma) + math.log(_PINWHEEL_ARMS)
+    return _logsumexp(exponent, axis=1) - log_norm
 
 
 _ATOMS: dict[str, Callable[[], np.ndarray]] = {
@@ -215,12 +304,13 @@ def make_toy(
     ----------
     name : str
         One of :data:`TOY_DATASETS`: ``"sine"``, ``"swirl"``, ``"checkerboard"``,
-        ``"moons"``, ``"rings"`` or ``"gaussians"``.
+        ``"moons"``, ``"rings"``, ``"gaussians"`` or ``"pinwheel"``.
     n_samples : int, default=1000
         Number of samples, at least 1.
     smoothing : float, default=0.375
         Standard deviation of the isotropic Gaussian convolved with the underlying shape
-        (the value of [1]_). Must be > 0.
+        (the value of [1]_; for "pinwheel", before the twist, see the module docstring).
+        Must be > 0.
     random_state : int, numpy.random.Generator or None, default=None
         Seed or generator passed to :func:`numpy.random.default_rng`. A generator is
         used (and advanced) in place.
@@ -261,6 +351,8 @@ def make_toy(
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}.")
     n = int(n_samples)
     rng = np.random.default_rng(random_state)
+    if name == "pinwheel":
+        return _pinwheel_sample(rng, n, sigma)
     if name in _BOXES:
         lower, upper = _boxes(name)
         area = np.prod(upper - lower, axis=1)
@@ -287,9 +379,10 @@ def toy_log_density(name: str, X: np.ndarray, *, smoothing: float = 0.375) -> np
     Returns
     -------
     log_density : ndarray of shape (n_samples,), dtype float64
-        ``log p(x)`` in nats. Equal-weight Gaussian mixtures use a stable log-sum-exp;
-        the checkerboard uses log-differences of normal CDFs evaluated in the lower
-        tail, so that far-away points give finite, very negative values.
+        ``log p(x)`` in nats. Equal-weight Gaussian mixtures use a stable log-sum-exp
+        (the pinwheel at the untwisted point); the checkerboard uses log-differences of
+        normal CDFs evaluated in the lower tail, so that far-away points give finite,
+        very negative values.
 
     Raises
     ------
@@ -322,6 +415,8 @@ def toy_log_density(name: str, X: np.ndarray, *, smoothing: float = 0.375) -> np
         raise ValueError(f"X must have shape (n_samples, 2), got {X.shape}.")
     if not np.all(np.isfinite(X)):
         raise ValueError("X contains NaN or infinity.")
+    if name == "pinwheel":
+        return _pinwheel_log_density(X, sigma)
     if name in _BOXES:
         return _boxes_log_density(X, *_boxes(name), sigma)
     return _mixture_log_density(X, _atoms(name), sigma)
@@ -379,4 +474,111 @@ def load_digits_integer(
     if not 0 < n_test < len(data):
         raise ValueError(f"test_fraction={test_fraction!r} leaves an empty split.")
     data = data[np.random.default_rng(random_state).permutation(len(data))]
+    return data[n_test:].copy(), data[:n_test].copy()
+
+
+def _table_columns(name: str) -> tuple[np.ndarray, list[str]]:
+    """Return the raw feature matrix of a bundled table and its column names."""
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    data = np.asarray(bunch.data, dtype=np.float64)
+    names = [str(n) for n in bunch.feature_names]
+    if name == "breast_cancer":
+        # 13 tumours have concavity exactly 0 in the six "concav*" columns: a point mass,
+        # on which a continuous density could gain an unbounded likelihood. Dropped.
+        keep = [j for j, n in enumerate(names) if "concav" not in n]
+        data, names = data[:, keep], [names[j] for j in keep]
+    return data, names
+
+
+def _grid_steps(data: np.ndarray) -> np.ndarray:
+    """Per column, the smallest gap between distinct values (1 for a constant column)."""
+    steps = np.ones(data.shape[1])
+    for j in range(data.shape[1]):
+        gaps = np.diff(np.unique(data[:, j]))
+        if len(gaps):
+            steps[j] = gaps.min()
+    return steps
+
+
+def load_table(
+    name: str,
+    *,
+    random_state: int | np.random.Generator | None = None,
+    test_fraction: float = 0.25,
+    dequantize: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load a small scikit-learn table for density estimation: shuffled, split, dequantized.
+
+    The features (never the targets) of one of scikit-learn's bundled tables; nothing is
+    downloaded. Each column is recorded on a grid, so by default uniform noise
+    ``U[0, step)`` is added, with ``step`` the smallest gap between the column's distinct
+    values over the whole table (1 for integer pixels and for the three always-blank
+    pixels of digits; 0.1 for iris; ...): the result has a density, the density of the
+    dequantized data. Per table:
+
+    * ``"digits"``: 1,797 × 64 pixels in ``[0, 16]`` (dequantized: ``[0, 17)``), as in
+      :func:`load_digits_integer`;
+    * ``"breast_cancer"``: 569 × 24; the six "concavity" and "concave points" columns
+      are dropped (13 rows have exactly 0 in all six: a point mass); ``log1p`` of every
+      column, after the dequantization noise;
+    * ``"wine"``: 178 × 13; ``"iris"``: 150 × 4; ``"diabetes"``: 442 × 10 (scaled as by
+      scikit-learn; its sex column takes two values one step apart, so it becomes
+      uniform on two adjacent cells).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`TABLE_DATASETS`.
+    random_state : int, numpy.random.Generator or None, default=None
+        Seed or generator of the shuffle and then of the noise, passed to
+        :func:`numpy.random.default_rng`.
+    test_fraction : float, default=0.25
+        Fraction of the rows in the test set, in ``(0, 1)``; the test set has
+        ``ceil(test_fraction * n_rows)`` rows.
+    dequantize : bool, default=True
+        Add the uniform noise; ``False`` returns the recorded values (``log1p`` applied
+        for breast cancer).
+
+    Returns
+    -------
+    train : ndarray of shape (n_train, n_features), dtype float64
+    test : ndarray of shape (n_test, n_features), dtype float64
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or if ``test_fraction`` is not in ``(0, 1)`` or leaves an
+        empty split.
+
+    Examples
+    --------
+    >>> from skebflow.datasets import load_table
+    >>> train, test = load_table("iris", random_state=0)
+    >>> train.shape, test.shape
+    ((112, 4), (38, 4))
+    >>> raw, _ = load_table("iris", random_state=0, dequantize=False)
+    >>> bool(((train - raw >= 0) & (train - raw < 0.1 + 1e-9)).all())
+    True
+    """
+    if name not in TABLE_DATASETS:
+        raise ValueError(f"Unknown table {name!r}; valid names are {list(TABLE_DATASETS)}.")
+    if (
+        not isinstance(test_fraction, numbers.Real)
+        or not math.isfinite(test_fraction)
+        or not 0 < test_fraction < 1
+    ):
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
+    data, _ = _table_columns(name)
+    n_test = math.ceil(test_fraction * len(data))
+    if not 0 < n_test < len(data):
+        raise ValueError(f"test_fraction={test_fraction!r} leaves an empty split.")
+    rng = np.random.default_rng(random_state)
+    steps = _grid_steps(data)
+    data = data[rng.permutation(len(data))]
+    if dequantize:
+        data = data + steps * rng.random(data.shape)
+    if name == "breast_cancer":
+        data = np.log1p(data)
     return data[n_test:].copy(), data[:n_test].copy()

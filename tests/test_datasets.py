@@ -1,4 +1,4 @@
-"""Tests of the offline toy and digits data sets."""
+"""Tests of the offline toy, digits and table data sets."""
 
 import functools
 import math
@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from skebflow.datasets import TOY_DATASETS, load_digits_integer, make_toy, toy_log_density
+from skebflow.datasets import (
+    TABLE_DATASETS,
+    TOY_DATASETS,
+    load_digits_integer,
+    load_table,
+    make_toy,
+    toy_log_density,
+)
 
 # Midpoint grid on [-7, 7]² with step 0.05: the shapes reach |x| ≤ 4, so the box leaves 8σ.
 STEP = 0.05
@@ -28,7 +35,16 @@ def samples(name):
 
 
 def test_names():
-    assert TOY_DATASETS == ("sine", "swirl", "checkerboard", "moons", "rings", "gaussians")
+    assert TOY_DATASETS == (
+        "sine",
+        "swirl",
+        "checkerboard",
+        "moons",
+        "rings",
+        "gaussians",
+        "pinwheel",
+    )
+    assert TABLE_DATASETS == ("digits", "breast_cancer", "wine", "iris", "diabetes")
 
 
 @pytest.mark.parametrize("name", TOY_DATASETS)
@@ -72,7 +88,9 @@ def test_density_integrates_to_one(name):
     assert abs(mass - 1.0) < 1e-3
 
 
-@pytest.mark.parametrize(("name", "smoothing"), [("checkerboard", 0.2), ("moons", 0.6)])
+@pytest.mark.parametrize(
+    ("name", "smoothing"), [("checkerboard", 0.2), ("moons", 0.6), ("pinwheel", 0.15)]
+)
 def test_density_integrates_to_one_other_smoothing(name, smoothing):
     mass = np.exp(grid_density(name, smoothing)).sum() * STEP**2
     assert abs(mass - 1.0) < 1e-3
@@ -147,6 +165,40 @@ def test_gaussians_matches_reference():
     np.testing.assert_allclose(toy_log_density("gaussians", X), np.log(dens), rtol=1e-10)
 
 
+def _untwist(X, rate=0.6):
+    angle = -rate * np.hypot(X[:, 0], X[:, 1])
+    c, s = np.cos(angle), np.sin(angle)
+    return np.column_stack([c * X[:, 0] - s * X[:, 1], s * X[:, 0] + c * X[:, 1]])
+
+
+@pytest.mark.parametrize("smoothing", [0.375, 0.1])
+def test_pinwheel_matches_reference(smoothing):
+    # Untwist, then an equal-weight mixture of 5 rotated anisotropic Gaussians (scipy).
+    X = np.random.default_rng(2).uniform(-4.5, 4.5, size=(300, 2))
+    radial_std = math.hypot(0.5, smoothing)
+    dens = np.zeros(len(X))
+    for k in range(5):
+        t = 2 * np.pi * k / 5
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        cov = rot @ np.diag([radial_std**2, smoothing**2]) @ rot.T
+        dens += stats.multivariate_normal(2.0 * rot[:, 0], cov).pdf(_untwist(X)) / 5
+    logp = toy_log_density("pinwheel", X, smoothing=smoothing)
+    np.testing.assert_allclose(logp, np.log(dens), rtol=1e-9)
+
+
+def test_pinwheel_twist_preserves_area():
+    # The Jacobian determinant of the untwist is 1 (central differences), so no log-det term.
+    X = np.random.default_rng(3).uniform(-4.0, 4.0, size=(50, 2))
+    h = 1e-5
+    columns = [(_untwist(X + h * e) - _untwist(X - h * e)) / (2 * h) for e in np.eye(2)]
+    jacobian = np.stack(columns, axis=-1)
+    np.testing.assert_allclose(np.linalg.det(jacobian), 1.0, atol=1e-6)
+    # and make_toy's samples are the twisted arms: untwisted, they have the arms' moments.
+    arms = _untwist(make_toy("pinwheel", N_MC, random_state=1))
+    radius = np.hypot(arms[:, 0], arms[:, 1])
+    assert abs(np.median(radius) - 2.0) < 0.03
+
+
 def test_errors():
     with pytest.raises(ValueError, match="valid names"):
         make_toy("spiral")
@@ -189,3 +241,66 @@ def test_digits():
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="test_fraction"):
             load_digits_integer(test_fraction=bad)
+
+
+TABLE_SHAPES = {
+    "digits": (1797, 64),
+    "breast_cancer": (569, 24),
+    "wine": (178, 13),
+    "iris": (150, 4),
+    "diabetes": (442, 10),
+}
+
+
+@pytest.mark.parametrize("name", TABLE_DATASETS)
+def test_table_split_shapes_and_determinism(name):
+    rows, columns = TABLE_SHAPES[name]
+    state = np.random.get_state()  # noqa: NPY002 (checking that it is left alone)
+    train, test = load_table(name, random_state=0)
+    assert train.shape == (rows - math.ceil(0.25 * rows), columns)
+    assert test.shape == (math.ceil(0.25 * rows), columns)
+    assert train.dtype == test.dtype == np.float64
+    assert np.all(np.isfinite(train)) and np.all(np.isfinite(test))
+    again, _ = load_table(name, random_state=0)
+    np.testing.assert_array_equal(train, again)
+    other, _ = load_table(name, random_state=1)
+    assert not np.array_equal(train, other)
+    after = np.random.get_state()  # noqa: NPY002
+    np.testing.assert_array_equal(state[1], after[1])
+
+
+@pytest.mark.parametrize("name", TABLE_DATASETS)
+def test_table_dequantization_stays_within_one_grid_step(name):
+    train, test = load_table(name, random_state=5)
+    raw_train, raw_test = load_table(name, random_state=5, dequantize=False)
+    noisy, raw = np.concatenate([train, test]), np.concatenate([raw_train, raw_test])
+    if name == "breast_cancer":  # log1p after the noise
+        noisy, raw = np.expm1(noisy), np.expm1(raw)
+    noise = noisy - raw
+    assert noise.min() >= -1e-9
+    # No two distinct recorded values of a column are closer than its noise width, and
+    # every value moved: continuous, no ties left (iris repeats a row; sex has 2 values).
+    for j in range(raw.shape[1]):
+        values = np.unique(raw[:, j])
+        width = np.diff(values).min() if len(values) > 1 else 1.0
+        assert noise[:, j].max() < width * (1 + 1e-9) + 1e-12
+        assert noise[:, j].max() > 0.5 * width
+    assert len(np.unique(noisy, axis=0)) == len(noisy)
+
+
+def test_table_contents():
+    train, test = load_table("digits", random_state=0)
+    both = np.concatenate([train, test])
+    assert both.min() >= 0 and both.max() < 17
+    raw, _ = load_table("digits", random_state=0, dequantize=False)
+    np.testing.assert_array_equal(np.floor(train), raw)
+    # Breast cancer: log1p of the dequantized values, no point mass left at 0.
+    cancer, _ = load_table("breast_cancer", random_state=0, dequantize=False)
+    assert cancer.min() > 0
+    iris, _ = load_table("iris", random_state=0, dequantize=False)
+    assert len(np.unique(np.concatenate([iris, _]), axis=0)) == 149  # one repeated row
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="test_fraction"):
+            load_table("iris", test_fraction=bad)
+    with pytest.raises(ValueError, match="valid names"):
+        load_table("titanic")
