@@ -59,3 +59,19 @@ def test_score_matching_learns_a_smooth_density(objective):
     baseline = EBFlowDensity(max_iter=1, random_state=0).fit(X).score(X_test)
     assert est.score(X_test) > truth - 0.1, (est.score(X_test), truth, baseline)
     assert est.score(X_test) > baseline + 0.1, (est.score(X_test), truth, baseline)
+
+
+def test_default_flow_beats_the_peers_of_bench_quality_on_pinwheel():
+    """The win ``bench quality`` measures on pinwheel (3 of 3 seeds), pinned on seed 0."""
+    from skebflow.bench import QUALITY_PEERS
+    from skebflow.bench_tasks import make_quality_sets
+
+    (pinwheel,) = make_quality_sets(("pinwheel",))
+    train, test, truth = pinwheel.draw(0)
+    peers = {name: fit(train, 0) for name, fit in QUALITY_PEERS.items() if name != "NSF"}
+    peer_scores = {name: float(np.mean(p.score_samples(test))) for name, p in peers.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        flow = EBFlowDensity(random_state=0).fit(train).score(test)
+    assert flow <= float(np.mean(truth)) + 0.01
+    assert all(flow > score for score in peer_scores.values()), (flow, peer_scores)
