@@ -21,12 +21,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from skebflow.autoregressive import MaskedAutoregressiveSpline
 from skebflow.coupling import AffineCoupling
 from skebflow.flow import EnergyFlow
 from skebflow.layers import ActNorm, Dense, Layer, SmoothLeakyReLU
 from skebflow.splines import RationalQuadraticCoupling
 
-__all__ = ["ARCHITECTURES", "build_coupling", "build_fc", "build_spline"]
+__all__ = ["ARCHITECTURES", "build_autoregressive", "build_coupling", "build_fc", "build_spline"]
 
 
 def build_fc(
@@ -218,7 +219,68 @@ def build_spline(
     )
 
 
+def build_autoregressive(
+    features: int,
+    *,
+    n_blocks: int = 4,
+    hidden_features: int | tuple[int, ...] = 64,
+    n_bins: int = 8,
+    bound: float = 4.0,
+    activation: Callable[[], nn.Module] = nn.SiLU,
+    generator: torch.Generator | None = None,
+) -> EnergyFlow:
+    """Build ``n_blocks`` × [ActNorm → Dense → masked autoregressive spline] → Dense.
+
+    As :func:`build_spline`, with every feature transformed in every block, conditioned on
+    the features before it (:mod:`skebflow.autoregressive`); the dense layers between the
+    blocks change which features come first.
+
+    Parameters
+    ----------
+    features : int
+        Data dimension :math:`D`.
+    n_blocks : int, default=4
+        Number of blocks.
+    hidden_features : int or tuple of int, default=64
+        Width(s) of the masked MLPs' hidden layers; an integer means two layers.
+    n_bins : int, default=8
+        Bins of every spline.
+    bound : float, default=4.0
+        Half-width of the splines' box.
+    activation : callable, default=torch.nn.SiLU
+        Constructor of the smooth activation.
+    generator : torch.Generator, optional
+        Source of the random orthogonal initialization and of the networks' weights.
+
+    Returns
+    -------
+    EnergyFlow
+        The flow.
+
+    Examples
+    --------
+    >>> flow = build_autoregressive(3, n_blocks=1, hidden_features=8)
+    >>> [type(layer).__name__ for layer in flow.layers]
+    ['ActNorm', 'Dense', 'MaskedAutoregressiveSpline', 'Dense']
+    """
+    return _coupling_stack(
+        features,
+        n_blocks,
+        lambda parity, hidden: MaskedAutoregressiveSpline(
+            features,
+            hidden_features=hidden,
+            n_bins=n_bins,
+            bound=bound,
+            activation=activation,
+            generator=generator,
+        ),
+        hidden_features,
+        generator,
+    )
+
+
 ARCHITECTURES: dict[str, Callable[..., EnergyFlow]] = {
+    "autoregressive": build_autoregressive,
     "fc": build_fc,
     "coupling": build_coupling,
     "spline": build_spline,

@@ -50,9 +50,9 @@ AUTO_SSM_MIN_FEATURES = 2048
 #: on standardized or logit-mapped data (docs/defaults.md).
 AUTO_MIN_SINGULAR_VALUE = 0.2
 #: Default number of blocks per architecture when ``n_blocks=None``.
-DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4}
+DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4}
 #: ``learning_rate="auto"`` per architecture (docs/defaults.md).
-DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3}
+DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3, "autoregressive": 3e-3}
 #: Below this many features a CPU fit trains on one intra-op thread (small operations run
 #: several times faster without thread hand-off); larger models use torch's setting.
 SINGLE_THREAD_MAX_FEATURES = 256
@@ -379,7 +379,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     ) -> EnergyFlow:
         n_blocks = self.n_blocks if self.n_blocks is not None else DEFAULT_BLOCKS[architecture]
         options: dict = {"n_blocks": n_blocks, "generator": generator}
-        if architecture in ("coupling", "spline"):
+        if architecture in ("coupling", "spline", "autoregressive"):
             options["hidden_features"] = self.hidden_features
         return ARCHITECTURES[architecture](n_features, **options)
 

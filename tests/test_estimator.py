@@ -281,7 +281,7 @@ def test_fit_restores_the_torch_thread_setting(gaussian_data):
 
 
 @pytest.mark.parametrize("objective", ["ml", "sml", "sm", "ssm", "dsm", "fdssm"])
-@pytest.mark.parametrize("architecture", ["fc", "coupling", "spline"])
+@pytest.mark.parametrize("architecture", ["fc", "coupling", "spline", "autoregressive"])
 def test_every_objective_trains_every_architecture_in_float32(
     gaussian_data, objective, architecture
 ):

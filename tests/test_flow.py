@@ -19,6 +19,7 @@ ARCH_OPTIONS = {
     "fc-residual": {"n_blocks": 2, "residual": True},
     "coupling": {"n_blocks": 2, "hidden_features": 8},
     "spline": {"n_blocks": 2, "hidden_features": 8, "bound": 3.0},
+    "autoregressive": {"n_blocks": 2, "hidden_features": 8, "bound": 3.0},
 }
 
 

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skebflow.autoregressive import MaskedAutoregressiveSpline
 from skebflow.coupling import AffineCoupling
 from skebflow.layers import (
     ActNorm,
@@ -33,6 +34,9 @@ LAYERS = {
     ),
     "spline-odd": lambda d, g: RationalQuadraticCoupling(
         d, parity=1, hidden_features=(8, 8), bound=2.5, generator=g
+    ),
+    "autoregressive-spline": lambda d, g: MaskedAutoregressiveSpline(
+        d, hidden_features=(8, 8), n_bins=5, bound=2.5, generator=g
     ),
 }
 

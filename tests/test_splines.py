@@ -99,3 +99,16 @@ def test_spline_flow_parameters_get_finite_score_matching_gradients():
         loss = OBJECTIVES[name](flow, y, generator=torch.Generator().manual_seed(2))
         grads = torch.autograd.grad(loss, list(flow.parameters()), allow_unused=True)
         assert all(g is None or bool(torch.isfinite(g).all()) for g in grads), name
+
+
+def test_autoregressive_spline_has_a_lower_triangular_jacobian():
+    from skebflow.autoregressive import MaskedAutoregressiveSpline
+
+    layer = MaskedAutoregressiveSpline(4, hidden_features=(16, 16), bound=3.0).double()
+    perturb_(layer, torch.Generator().manual_seed(0), scale=0.5)
+    x = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    jacobian = torch.autograd.functional.jacobian(lambda v: layer(v[None])[0][0], x)
+    assert torch.count_nonzero(torch.triu(jacobian, diagonal=1)) == 0
+    assert torch.count_nonzero(torch.tril(jacobian, diagonal=-1)) > 0  # it is conditioned
+    log_diagonal = torch.diagonal(jacobian).log().sum()
+    torch.testing.assert_close(layer(x[None])[1][0], log_diagonal)
