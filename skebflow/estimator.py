@@ -86,15 +86,17 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"auto", "spline", "coupling", "fc"}, default="auto"
+    architecture : {"auto", "spline", "autoregressive", "coupling", "fc"}, default="auto"
         Flow family. ``"spline"`` is ``n_blocks`` × [ActNorm → Dense → rational-quadratic
         spline coupling] → Dense (:mod:`skebflow.splines`; identity tails outside the
-        splines' box); ``"coupling"`` the same with affine couplings; ``"fc"`` the
+        splines' box); ``"autoregressive"`` the same with masked autoregressive splines
+        (:mod:`skebflow.autoregressive`: every feature transformed, conditioned on the
+        earlier ones); ``"coupling"`` the same with affine couplings; ``"fc"`` the
         paper's Dense → smooth leaky ReLU → Dense stack. In all of them the dense layers
         and ActNorms are unconstrained and enter only the log-normalizer. ``"auto"``
         picks ``"spline"`` up to 128 features and ``"fc"`` above (``docs/defaults.md``).
     n_blocks : int or None, default=None
-        Number of blocks (``None``: 4 for spline and coupling, 2 for fc).
+        Number of blocks (``None``: 4 for spline, autoregressive and coupling, 2 for fc).
     hidden_features : int, default=64
         Width of the two hidden layers of each coupling's conditioner (spline and
         coupling).

@@ -83,7 +83,9 @@ def test_maximum_likelihood_lowers_the_training_nll_over_the_first_epochs(archit
     )
     scores = result.validation_scores
     assert len(scores) == 5
-    assert all(later > earlier for earlier, later in itertools.pairwise(scores)), scores
+    # Steady progress: a clear gain overall, and no epoch more than SGD noise worse.
+    assert scores[-1] > scores[0] + 0.1, scores
+    assert all(later > earlier - 0.05 for earlier, later in itertools.pairwise(scores)), scores
 
 
 def test_make_optimizer_is_fused_on_cpu_so_the_layout_matters():
