@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skebflow.layers import Layer
-from skebflow.splines import rq_spline, rq_spline_inverse
+from skebflow.splines import check_spline_options, rq_spline, rq_spline_inverse
 
 __all__ = ["MaskedAutoregressiveSpline", "MaskedLinear"]
 
@@ -139,10 +139,7 @@ class MaskedAutoregressiveSpline(Layer):
         super().__init__()
         if features < 1:
             raise ValueError(f"features must be positive, got {features}.")
-        if n_bins < 2:
-            raise ValueError(f"n_bins must be at least 2, got {n_bins}.")
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound}.")
+        check_spline_options(n_bins, bound)
         self.features, self.n_bins, self.bound = int(features), int(n_bins), float(bound)
         per_feature = 3 * self.n_bins - 1
         self.net = _made(features, per_feature, tuple(hidden_features), activation, generator)

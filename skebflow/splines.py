@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from skebflow.coupling import smooth_mlp
 from skebflow.layers import Layer
 
-__all__ = ["RationalQuadraticCoupling", "rq_spline", "rq_spline_inverse"]
+__all__ = ["RationalQuadraticCoupling", "check_spline_options", "rq_spline", "rq_spline_inverse"]
 
 #: Smallest bin width and height, as a fraction of the box (keeps the spline invertible).
 MIN_BIN = 1e-3
@@ -95,6 +95,44 @@ def _gather(tensor: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return tensor.gather(-1, index).squeeze(-1), tensor.gather(-1, index + 1).squeeze(-1)
 
 
+def _locate(
+    values: Tensor,
+    raw_widths: Tensor,
+    raw_heights: Tensor,
+    raw_derivatives: Tensor,
+    bound: float,
+    *,
+    by_output: bool,
+) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """Find each value's bin, by the knots' abscissae or (``by_output``) ordinates.
+
+    Returns the mask of values inside the box, the values with the outside ones set to 0
+    (a safe point for the rational formulas, discarded by the caller), and the bin's
+    ``x_k, y_k, d_k, d_{k+1}``, width and height.
+    """
+    xs, ys, ds = _knots(raw_widths, raw_heights, raw_derivatives, bound)
+    inside = (values > -bound) & (values < bound)
+    values_in = torch.where(inside, values, torch.zeros_like(values))
+    k = _bin(ys if by_output else xs, values_in)
+    x_k, x_k1 = _gather(xs, k)
+    y_k, y_k1 = _gather(ys, k)
+    d_k, d_k1 = _gather(ds, k)
+    return inside, values_in, (x_k, y_k, d_k, d_k1, x_k1 - x_k, y_k1 - y_k)
+
+
+def check_spline_options(n_bins: int, bound: float) -> None:
+    """Raise :class:`ValueError` unless ``n_bins >= 2`` and ``bound > 0``.
+
+    Examples
+    --------
+    >>> check_spline_options(8, 4.0)
+    """
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be at least 2, got {n_bins}.")
+    if not bound > 0:
+        raise ValueError(f"bound must be positive, got {bound}.")
+
+
 def rq_spline(
     x: Tensor,
     raw_widths: Tensor,
@@ -131,14 +169,9 @@ def rq_spline(
     >>> bool(torch.allclose(y, x)), bool(log_d.abs().max() < 1e-12)
     (True, True)
     """
-    xs, ys, ds = _knots(raw_widths, raw_heights, raw_derivatives, bound)
-    inside = (x > -bound) & (x < bound)
-    x_in = torch.where(inside, x, torch.zeros_like(x))
-    k = _bin(xs, x_in)
-    x_k, x_k1 = _gather(xs, k)
-    y_k, y_k1 = _gather(ys, k)
-    d_k, d_k1 = _gather(ds, k)
-    width, height = x_k1 - x_k, y_k1 - y_k
+    inside, x_in, (x_k, y_k, d_k, d_k1, width, height) = _locate(
+        x, raw_widths, raw_heights, raw_derivatives, bound, by_output=False
+    )
     slope = height / width
     xi = (x_in - x_k) / width
     mix = xi * (1.0 - xi)
@@ -182,14 +215,9 @@ def rq_spline_inverse(
     >>> bool(torch.allclose(rq_spline_inverse(y, w, h, d, bound=3.0), x))
     True
     """
-    xs, ys, ds = _knots(raw_widths, raw_heights, raw_derivatives, bound)
-    inside = (y > -bound) & (y < bound)
-    y_in = torch.where(inside, y, torch.zeros_like(y))
-    k = _bin(ys, y_in)
-    x_k, x_k1 = _gather(xs, k)
-    y_k, y_k1 = _gather(ys, k)
-    d_k, d_k1 = _gather(ds, k)
-    width, height = x_k1 - x_k, y_k1 - y_k
+    inside, y_in, (x_k, y_k, d_k, d_k1, width, height) = _locate(
+        y, raw_widths, raw_heights, raw_derivatives, bound, by_output=True
+    )
     slope = height / width
     offset = y_in - y_k
     curvature = d_k1 + d_k - 2.0 * slope
@@ -258,10 +286,7 @@ class RationalQuadraticCoupling(Layer):
         super().__init__()
         if features < 2:
             raise ValueError("RationalQuadraticCoupling needs at least 2 features.")
-        if n_bins < 2:
-            raise ValueError(f"n_bins must be at least 2, got {n_bins}.")
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound}.")
+        check_spline_options(n_bins, bound)
         index = torch.arange(features)
         self.register_buffer("cond_index", index[index % 2 == parity % 2])
         self.register_buffer("trans_index", index[index % 2 != parity % 2])
