@@ -12,13 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from skebflow.datasets import (
-    TABLE_DATASETS,
-    load_digits_integer,
-    load_table,
-    make_toy,
-    toy_log_density,
-)
+from skebflow.datasets import make_toy, toy_log_density
+from skebflow.tables import TABLE_DATASETS, load_digits_integer, load_table
 from skebflow.teachers import (
     make_mixture_teacher,
     make_teacher,

@@ -8,13 +8,11 @@ import pytest
 from scipy import stats
 
 from skebflow.datasets import (
-    TABLE_DATASETS,
     TOY_DATASETS,
-    load_digits_integer,
-    load_table,
     make_toy,
     toy_log_density,
 )
+from skebflow.tables import TABLE_DATASETS, load_digits_integer, load_table
 
 # Midpoint grid on [-7, 7]² with step 0.05: the shapes reach |x| ≤ 4, so the box leaves 8σ.
 STEP = 0.05
