@@ -164,7 +164,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         training loss is monitored instead.
     validation_fraction : float, default=0.1
         Fraction held out for early stopping.
-    n_iter_no_change : int, default=20
+    n_iter_no_change : int, default=12
         Patience, in epochs.
     tol : float, default=1e-4
         Minimum improvement of the monitored quantity.
@@ -305,7 +305,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         max_iter: int = 200,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
-        n_iter_no_change: int = 20,
+        n_iter_no_change: int = 12,
         tol: float = 1e-4,
         ema_decay: float | str | None = "auto",
         max_grad_norm: float | None = 10.0,
