@@ -12,7 +12,7 @@ References
 
 __version__ = "0.1.0.dev0"
 
-from skebflow.estimator import EBFlowDensity
-from skebflow.outlier import EBFlowOutlierDetector
+from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators.outlier import EBFlowOutlierDetector
 
 __all__ = ["EBFlowDensity", "EBFlowOutlierDetector", "__version__"]

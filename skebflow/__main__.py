@@ -20,12 +20,10 @@ from pathlib import Path
 import joblib
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
-from sklearn.neighbors import KernelDensity
 
-from skebflow.datasets import TOY_DATASETS, make_toy, toy_log_density
-from skebflow.estimator import EBFlowDensity
+from skebflow.bench.baselines import QUALITY_PEERS
+from skebflow.datasets.toys import TOY_DATASETS, make_toy, toy_log_density
+from skebflow.estimators.density import EBFlowDensity
 
 __all__ = ["main"]
 
@@ -46,14 +44,11 @@ def _save(path: str, array: np.ndarray) -> None:
 
 
 def _baselines(X: np.ndarray) -> dict[str, object]:
-    """Fit the peers a user would otherwise pick, the way they would fit them."""
-    bic = {k: GaussianMixture(k, random_state=0).fit(X) for k in (2, 4, 8, 16, 32)}
-    gmm = min(bic.values(), key=lambda model: model.bic(X))
-    bandwidths = {"bandwidth": np.logspace(-1.5, 0.5, 15)}
-    kde = GridSearchCV(KernelDensity(), bandwidths, cv=3).fit(X).best_estimator_
+    """Fit the peers a user would otherwise pick: a CV-tuned KDE and a BIC-chosen GMM."""
+    kde, gmm = QUALITY_PEERS["KernelDensity"](X, 0), QUALITY_PEERS["GaussianMixture"](X, 0)
     return {
-        f"GaussianMixture({gmm.n_components}, BIC)": gmm,
-        f"KernelDensity(bw={kde.bandwidth:.3f}, CV)": kde,
+        f"GaussianMixture({gmm.info['n_components']}, BIC)": gmm,
+        f"KernelDensity(bw={kde.info['bandwidth']:.3f} std, CV)": kde,
     }
 
 
@@ -104,10 +99,7 @@ def _plot(args: argparse.Namespace, X: np.ndarray, models: dict[str, object]) ->
     fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
     panels = [("true density", np.exp(toy_log_density(args.dataset, grid)), X[:2000])]
     for name, model in models.items():
-        if isinstance(model, GaussianMixture):  # seeded by its own random_state; (X, labels)
-            samples = model.sample(2000)[0]
-        else:
-            samples = model.sample(2000, random_state=0)
+        samples = model.sample(2000, random_state=0)
         panels.append((name, np.exp(model.score_samples(grid)), samples))
     for column, (title, density, points) in enumerate(panels):
         axes[0, column].imshow(
@@ -200,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
-        from skebflow.bench import main as bench_main
+        from skebflow.bench.cli import main as bench_main
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)

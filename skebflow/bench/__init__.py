@@ -1,0 +1,1 @@
+"""The benchmarks behind ``python -m skebflow bench`` (speed, nll, truth, quality)."""

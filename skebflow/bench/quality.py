@@ -1,0 +1,420 @@
+"""``bench quality``: held-out log-likelihood of ``EBFlowDensity`` against standard peers.
+
+Every model is fitted to the same training sample and scored on the same held-out sample,
+for several seeds (each seed draws new data, a new split and new dequantization noise,
+and seeds every estimator). Reported: the mean held-out log-likelihood in nats per
+sample (mean, standard deviation and range over seeds), fit time, and where the density
+is known, the exact truth and the excess NLL ``mean(log p_true - log p_model)`` (an
+unbiased estimate of KL(truth ‖ model); per dimension for the teachers).
+
+Data sets (:func:`make_quality_sets`):
+
+* ``toys``: the 2-D toys checkerboard, rings, gaussians, pinwheel, moons and swirl of
+  :mod:`skebflow.datasets.toys` (exact densities);
+* ``tables``: digits, breast cancer, wine, iris and diabetes (:func:`load_table`, a
+  75/25 split per seed), dequantized at their recording resolution; every model trains
+  on and is scored on the *same* dequantized values (digits: nats per image of
+  ``x + u``, ``u ~ U[0, 1)^64``);
+* ``teachers``: random Gaussian mixtures with full covariances
+  (:func:`skebflow.datasets.teachers.make_mixture_teacher`, 5 components) at D = 4, 16, 64.
+
+Models (``fit(train, seed) -> object with score_samples``): ``EBFlow`` is
+``EBFlowDensity(random_state=seed)``, the estimator's defaults; ``EBFlow-<o>`` sets
+``objective=o`` for the score-matching objectives, and ``EBFlow-<o>+ml`` continues that
+fit by maximum likelihood (``warm_start``, 20 % of its epochs; the time includes both
+parts). The peers are passed in by :mod:`skebflow.bench.cli` (KernelDensity and a
+BIC-selected GaussianMixture, its scikit-learn layer) and :mod:`skebflow.bench.peers`
+(a zuko NSF, skipped with its reason when zuko is missing). A fit that raises is
+recorded with its error and never stops the benchmark.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from skebflow.bench.peers import NSF_CONFIG, PeerUnavailableError, fit_nsf
+from skebflow.bench.tasks import QUALITY_GROUPS, QualitySet, format_number
+from skebflow.estimators.density import EBFlowDensity
+
+__all__ = ["DEFAULT_MODELS", "EBFLOW_MODELS", "quality_markdown", "run_quality", "summarize"]
+
+_SCORE_OBJECTIVES = ("ssm", "dsm", "fdssm")
+#: The EBFlow rows: the default estimator, each score-matching objective, and polished.
+EBFLOW_MODELS: tuple[str, ...] = (
+    "EBFlow",
+    *(f"EBFlow-{o}" for o in _SCORE_OBJECTIVES),
+    *(f"EBFlow-{o}+ml" for o in _SCORE_OBJECTIVES),
+)
+#: The rows of a plain run: the default estimator and the peers.
+DEFAULT_MODELS: tuple[str, ...] = ("EBFlow", "KernelDensity", "GaussianMixture", "NSF")
+#: Length of the ML polish, as a fraction of the epochs of the score-matching fit.
+POLISH_FRACTION = 0.2
+_QUICK_EPOCHS = 2
+
+
+# ------------------------------------------------------------------------------- fitting
+def _quiet(model: EBFlowDensity, train: np.ndarray) -> EBFlowDensity:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="EBFlowDensity stopped after max_iter")
+        return model.fit(train)
+
+
+def _ebflow(objective: str | None, train: np.ndarray, seed: int, quick: bool) -> EBFlowDensity:
+    params: dict = {"random_state": seed}
+    if objective is not None:
+        params["objective"] = objective
+    if quick:
+        params["max_iter"] = _QUICK_EPOCHS
+    return _quiet(EBFlowDensity(**params), train)
+
+
+def _polish(model: EBFlowDensity, train: np.ndarray) -> EBFlowDensity:
+    epochs = max(1, round(POLISH_FRACTION * model.n_iter_))
+    polished = copy.deepcopy(model).set_params(objective="ml", warm_start=True, max_iter=epochs)
+    return _quiet(polished, train)
+
+
+def _extra(model: object) -> dict:
+    """Return what a fitted model chose: epochs, bandwidth, components, ..."""
+    if isinstance(model, EBFlowDensity):
+        return {"n_iter": model.n_iter_, "n_skipped_steps": model.n_skipped_steps_}
+    if hasattr(model, "validation_scores"):  # the NSF peer
+        return {"n_iter": model.n_epochs, "best_epoch": model.best_epoch}
+    return dict(getattr(model, "info", {}))
+
+
+def _measure(
+    qset: QualitySet,
+    name: str,
+    seed: int,
+    data: tuple,
+    fit: Callable[[], object],
+) -> tuple[object | None, dict]:
+    """Fit (timed), score, record; a failure or a missing dependency becomes the record."""
+    train, test, truth = data
+    record = {"dataset": qset.name, "group": qset.group, "features": qset.features}
+    record.update(model=name, seed=seed, n_train=len(train), n_test=len(test))
+    record.update(status="ok", error=None)
+    start = time.perf_counter()
+    model = None
+    try:
+        model = fit()
+        record["fit_seconds"] = time.perf_counter() - start
+        values = np.asarray(model.score_samples(test), dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise FloatingPointError("non-finite held-out log-density")
+        record.update(_extra(model))
+        record.update(
+            loglik=float(values.mean()), loglik_se=float(values.std() / len(values) ** 0.5)
+        )
+        if truth is not None:
+            record.update(true_loglik=float(truth.mean()), excess=float(np.mean(truth - values)))
+            record["excess_per_dim"] = record["excess"] / qset.features
+    except PeerUnavailableError as exc:
+        record.update(status="skipped", error=str(exc))
+        model = None
+    except (FloatingPointError, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        model = None
+    record.setdefault("fit_seconds", time.perf_counter() - start)
+    return model, record
+
+
+def _run_pair(
+    qset: QualitySet,
+    seed: int,
+    models: tuple[str, ...],
+    peers: Mapping[str, Callable[[np.ndarray, int], object]],
+    threads: int | None,
+    quick: bool,
+) -> list[dict]:
+    """All models on one (data set, seed), in this process, each fit timed here."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            return _models_on(qset, seed, models, peers, quick)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _models_on(
+    qset: QualitySet,
+    seed: int,
+    models: tuple[str, ...],
+    peers: Mapping[str, Callable[[np.ndarray, int], object]],
+    quick: bool,
+) -> list[dict]:
+    data = qset.draw(seed)
+    train = data[0]
+    nsf = {**NSF_CONFIG, "max_epochs": _QUICK_EPOCHS} if quick else NSF_CONFIG
+    fits: dict[str, Callable[[], object]] = {
+        name: (lambda fit=fit: fit(train, seed)) for name, fit in peers.items()
+    }
+    fits["NSF"] = lambda: fit_nsf(train, seed, **nsf)
+    fits["EBFlow"] = lambda: _ebflow(None, train, seed, quick)
+    records = [_measure(qset, name, seed, data, fits[name])[1] for name in models if name in fits]
+    for objective in _SCORE_OBJECTIVES:
+        base, polished = f"EBFlow-{objective}", f"EBFlow-{objective}+ml"
+        if base not in models and polished not in models:
+            continue
+        fit = lambda objective=objective: _ebflow(objective, train, seed, quick)  # noqa: E731
+        model, first = _measure(qset, base, seed, data, fit)
+        if base in models:
+            records.append(first)
+        if polished not in models:
+            continue
+        if model is None:  # the score-matching fit failed: so does its polish
+            records.append({**first, "model": polished})
+            continue
+        _, record = _measure(qset, polished, seed, data, lambda m=model: _polish(m, train))
+        record["fit_seconds"] += first["fit_seconds"]
+        record["n_iter"] = record.get("n_iter", 0) + model.n_iter_
+        records.append(record)
+    return records
+
+
+def _line(record: dict) -> str:
+    outcome = record["error"] if record["status"] != "ok" else f"{record['loglik']:.4f}"
+    truth = f" (truth {record['true_loglik']:.4f})" if "true_loglik" in record else ""
+    return (
+        f"{record['dataset']} seed {record['seed']} {record['model']}: {outcome}{truth} "
+        f"[{record['fit_seconds']:.1f} s]"
+    )
+
+
+def run_quality(
+    sets: list[QualitySet],
+    *,
+    models: tuple[str, ...] = DEFAULT_MODELS,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    peers: Mapping[str, Callable[[np.ndarray, int], object]] | None = None,
+    jobs: int = 1,
+    threads: int | None = 1,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Fit every model on every (data set, seed) and score its held-out sample.
+
+    Parameters
+    ----------
+    sets : list of QualitySet
+        From :func:`make_quality_sets`.
+    models : tuple of str, default=DEFAULT_MODELS
+        Row names: any of :data:`EBFLOW_MODELS`, ``"NSF"`` and the keys of ``peers``.
+    seeds : tuple of int, default=(0, 1, 2)
+        Seeds of the data and of every estimator.
+    peers : mapping of str to callable, optional
+        ``fit(train, seed) -> model with score_samples`` (``skebflow.bench.cli`` passes
+        KernelDensity and GaussianMixture).
+    jobs : int, default=1
+        Worker processes (joblib) over (data set, seed) pairs; each fit is timed in
+        its own process.
+    threads : int or None, default=1
+        torch and BLAS threads per process (``None``: leave them).
+    quick : bool, default=False
+        2 epochs for every flow.
+    log : callable, default=print
+        Receives one line per fit.
+
+    Returns
+    -------
+    list of dict
+        One record per (data set, model, seed): ``status`` (``"ok"``, ``"failed"`` or
+        ``"skipped"``), ``error``, ``fit_seconds``, ``loglik``, ``loglik_se`` (test
+        sampling), for known densities ``true_loglik``, ``excess``, ``excess_per_dim``,
+        and what the model chose (``n_iter``, ``bandwidth``, ``n_components``, ...).
+    """
+    peers = dict(peers or {})
+    known = set(EBFLOW_MODELS) | {"NSF"} | set(peers)
+    unknown = sorted(set(models) - known)
+    if unknown:
+        raise ValueError(f"Unknown models {unknown}; valid: {sorted(known)}.")
+    # Largest first, so that two workers finish together.
+    pairs = sorted(
+        ((s, seed) for s in sets for seed in seeds),
+        key=lambda pair: -(pair[0].n_train or 1000) * math.sqrt(pair[0].features),
+    )
+    work = (delayed(_run_pair)(s, seed, models, peers, threads, quick) for s, seed in pairs)
+    results: dict[tuple[str, int], list[dict]] = {}
+    for records in Parallel(n_jobs=jobs, return_as="generator_unordered")(work):
+        for record in records:
+            log(_line(record))
+        if records:
+            results[records[0]["dataset"], records[0]["seed"]] = records
+    return [r for s in sets for seed in seeds for r in results.get((s.name, seed), [])]
+
+
+# ------------------------------------------------------------------------------- report
+_METRICS = ("loglik", "true_loglik", "excess", "excess_per_dim", "fit_seconds", "n_iter")
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Aggregate records over seeds, per (data set, model).
+
+    Parameters
+    ----------
+    records : list of dict
+        From :func:`run_quality`.
+
+    Returns
+    -------
+    list of dict
+        ``n_ok``, ``n_failed``, ``n_skipped``, ``errors``, ``loglik_by_seed`` and, over
+        the successful seeds, ``<metric>_mean``, ``_std`` (sample standard deviation, 0
+        for one seed), ``_min`` and ``_max`` of ``loglik``, ``true_loglik``, ``excess``,
+        ``excess_per_dim``, ``fit_seconds`` and ``n_iter``.
+
+    Examples
+    --------
+    >>> rows = summarize([{"dataset": "iris", "group": "tables", "features": 4,
+    ...     "model": "EBFlow", "seed": s, "status": "ok", "error": None,
+    ...     "n_train": 112, "n_test": 38, "loglik": v, "fit_seconds": 1.0}
+    ...     for s, v in ((0, -1.0), (1, -3.0))])
+    >>> rows[0]["loglik_mean"], rows[0]["loglik_min"], rows[0]["n_ok"]
+    (-2.0, -3.0, 2)
+    """
+    keys = list(dict.fromkeys((r["dataset"], r["model"]) for r in records))
+    summary = []
+    for dataset, model in keys:
+        group = [r for r in records if r["dataset"] == dataset and r["model"] == model]
+        ok = [r for r in group if r["status"] == "ok"]
+        entry = {k: group[0][k] for k in ("dataset", "group", "features", "model")}
+        entry.update(n_train=group[0]["n_train"], n_test=group[0]["n_test"])
+        entry.update(
+            n_ok=len(ok),
+            n_failed=sum(r["status"] == "failed" for r in group),
+            n_skipped=sum(r["status"] == "skipped" for r in group),
+            errors=sorted({r["error"] for r in group if r["error"]}),
+            loglik_by_seed={str(r["seed"]): r["loglik"] for r in ok},
+        )
+        for metric in _METRICS:
+            values = [float(r[metric]) for r in ok if metric in r]
+            if values:
+                entry[f"{metric}_mean"] = float(np.mean(values))
+                entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                entry[f"{metric}_min"], entry[f"{metric}_max"] = min(values), max(values)
+        summary.append(entry)
+    return summary
+
+
+_TITLES = {
+    "toys": "2-D toys (exact densities)",
+    "tables": "scikit-learn tables, dequantized (digits: nats per image)",
+    "teachers": "Gaussian-mixture teachers (exact densities)",
+}
+
+
+def _complete(entry: dict | None, n_seeds: int) -> bool:
+    return entry is not None and entry["n_ok"] == n_seeds
+
+
+def _cell(entry: dict | None, metric: str, digits: int, bold: bool) -> str:
+    if entry is None:
+        return ""
+    if not entry["n_ok"]:
+        reason = entry["errors"][0] if entry["errors"] else "?"
+        return ("skipped: " if entry["n_skipped"] else "failed: ") + reason.split(":")[0][:40]
+    mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
+    text = f"{format_number(mean, digits)} ± {format_number(std, digits)}"
+    text = f"**{text}**" if bold else text
+    lost = entry["n_failed"] + entry["n_skipped"]
+    return text + (f" ({lost} failed)" if lost else "")
+
+
+def _margin(find: dict, dataset: str, ranked: list[str]) -> str:
+    """Winner minus runner-up, paired over seeds: mean ± std and seeds won."""
+    if len(ranked) < 2:
+        return "–"
+    best, second = (find[dataset, m]["loglik_by_seed"] for m in ranked[:2])
+    diffs = np.array([best[s] - second[s] for s in best])
+    std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    won = int(np.sum(diffs > 0))
+    return f"{diffs.mean():.3f} ± {std:.3f} vs {ranked[1]} ({won}/{len(diffs)} seeds)"
+
+
+def quality_markdown(summary: list[dict], n_seeds: int) -> str:
+    """Render ``bench quality`` summaries as markdown tables, one set per group.
+
+    Parameters
+    ----------
+    summary : list of dict
+        From :func:`summarize`.
+    n_seeds : int
+        Seeds run; only a model that succeeded on all of them can be a row's winner.
+
+    Returns
+    -------
+    str
+        Per group: held-out log-likelihood (nats per sample, mean ± std over seeds,
+        winner in bold, the winner's paired margin over the runner-up), the excess NLL
+        per dimension for the teachers, and the fit times.
+
+    Examples
+    --------
+    >>> print(quality_markdown([], 3))
+    <BLANKLINE>
+    """
+    lines: list[str] = []
+    for group in QUALITY_GROUPS:
+        rows = [s for s in summary if s["group"] == group]
+        if not rows:
+            continue
+        datasets = list(dict.fromkeys(s["dataset"] for s in rows))
+        models = list(dict.fromkeys(s["model"] for s in rows))
+        find = {(s["dataset"], s["model"]): s for s in rows}
+        truth = group != "tables"
+        lines += [f"### {_TITLES[group]}: held-out log-likelihood, nats per sample", ""]
+        lines += [f"Mean ± std over {n_seeds} seed(s); bold: the highest mean.", ""]
+        head = ["data set", "D", "train / test", *(["truth"] if truth else []), *models]
+        lines += ["| " + " | ".join([*head, "winner − runner-up"]) + " |"]
+        lines += ["|---" * (len(head) + 1) + "|"]
+        for d in datasets:
+            ranked = sorted(
+                (m for m in models if _complete(find.get((d, m)), n_seeds)),
+                key=lambda m, d=d: -find[d, m]["loglik_mean"],
+            )
+            first = find[d, models[0]]
+            cells = [d, str(first["features"]), f"{first['n_train']} / {first['n_test']}"]
+            if truth:
+                entry = next((find[d, m] for m in models if "true_loglik_mean" in find[d, m]), None)
+                cells.append("" if entry is None else format_number(entry["true_loglik_mean"], 3))
+            cells += [_cell(find.get((d, m)), "loglik", 3, ranked[:1] == [m]) for m in models]
+            lines.append("| " + " | ".join([*cells, _margin(find, d, ranked)]) + " |")
+        lines.append("")
+        if group == "teachers":
+            lines += ["Excess NLL over the truth, nats per dimension (bold: the lowest):", ""]
+            lines += ["| data set | " + " | ".join(models) + " |", "|---" * (1 + len(models)) + "|"]
+            for d in datasets:
+                done = [m for m in models if _complete(find.get((d, m)), n_seeds)]
+                best = min(done, key=lambda m, d=d: find[d, m]["excess_per_dim_mean"], default=None)
+                cells = [_cell(find.get((d, m)), "excess_per_dim", 4, m == best) for m in models]
+                lines.append(f"| {d} | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += ["Fit time per fit, s (mean, min–max over seeds; epochs where they apply):", ""]
+        lines += ["| data set | " + " | ".join(models) + " |", "|---" * (1 + len(models)) + "|"]
+        for d in datasets:
+            cells = []
+            for m in models:
+                s = find.get((d, m))
+                if s is None or "fit_seconds_mean" not in s:
+                    cells.append("")
+                    continue
+                text = f"{s['fit_seconds_mean']:.1f} ({s['fit_seconds_min']:.1f}–"
+                text += f"{s['fit_seconds_max']:.1f})"
+                if "n_iter_mean" in s:
+                    text += f", {s['n_iter_mean']:.0f} ep"
+                cells.append(text)
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

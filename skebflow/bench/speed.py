@@ -1,0 +1,378 @@
+"""``bench speed``: time per training step of every objective against ML and the floor.
+
+Every objective gets its own FC flow (built by the estimator's builder), its own Adam
+optimizer and EMA, and runs exactly the estimator's step: minibatch gather, loss,
+backward, gradient-norm check, clipping, Adam step, EMA update
+(:func:`skebflow.training.trainer.train_step`, the step
+:func:`skebflow.training.trainer.train` runs).
+Objectives are interleaved round by round, in a
+rotating order, after untimed warm-up steps, so that slow drifts of the machine (other
+processes, clock changes) hit them all alike; the median over all timed steps is reported.
+The **floor** is the same step with the loss ``mean_energy``: no score, no determinant.
+Names ending in ``+sv`` add the singular-value barrier that the estimator gives the
+score-matching objectives by default (``min_singular_value="auto"``); its search for
+small singular values (one LU factorization per layer every 50 steps) falls outside the
+timed steps after warm-up, so those rows show the per-step tracking cost only.
+
+References
+----------
+.. [1] C.-H. Chao et al., "Training Energy-Based Normalizing Flow with Score-Matching
+   Objectives", NeurIPS 2023, arXiv:2305.15267 (Table 2 and Fig. 2a).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from skebflow.bench.tasks import format_number
+from skebflow.estimators.density import (
+    AUTO_EMA_MAX_DECAY,
+    AUTO_MIN_SINGULAR_VALUE,
+    DEFAULT_LEARNING_RATES,
+    EBFlowDensity,
+)
+from skebflow.nn.architectures import ARCHITECTURES
+from skebflow.nn.flow import EnergyFlow
+from skebflow.objectives.registry import bind_objective
+from skebflow.training.ema import EMA
+from skebflow.training.trainer import make_optimizer, train_step
+
+__all__ = ["SPEED_OBJECTIVES", "plot_speed", "run_speed", "speed_markdown"]
+
+#: What ``bench speed`` times, in this order; ``"floor"`` is :func:`mean_energy`,
+#: ``+sv`` adds the estimator's default singular-value barrier.
+SPEED_OBJECTIVES: tuple[str, ...] = (
+    "floor",
+    "ml",
+    "sml",
+    "ssm",
+    "ssm+sv",
+    "dsm",
+    "dsm+sv",
+    "fdssm",
+    "fdssm+sv",
+)
+#: Suffix of an objective timed with the singular-value barrier.
+BARRIER_SUFFIX = "+sv"
+
+
+@dataclass
+class _Runner:
+    """One objective's model, optimizer, EMA and data, and the timings collected."""
+
+    name: str
+    flow: EnergyFlow
+    loss_fn: Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    data: Tensor
+    generator: torch.Generator
+    max_grad_norm: float | None
+    batch_size: int
+    parameters: list[Tensor]
+    times: list[float] = field(default_factory=list)
+    n_skipped: int = 0
+    cursor: int = 0
+    order: Tensor | None = None
+    error: str | None = None
+
+    def step(self) -> None:
+        """Run one optimizer step exactly as :func:`skebflow.training.trainer.train` does."""
+        n = self.data.shape[0]
+        if self.cursor + self.batch_size > n:
+            self.cursor = 0
+        if self.cursor == 0 or self.order is None:
+            self.order = torch.randperm(n, generator=self.generator, device=self.data.device)
+        batch = self.data[self.order[self.cursor : self.cursor + self.batch_size]]
+        self.cursor += self.batch_size
+        loss = train_step(
+            self.flow,
+            self.loss_fn,
+            batch,
+            optimizer=self.optimizer,
+            parameters=self.parameters,
+            generator=self.generator,
+            ema=self.ema,
+            max_grad_norm=self.max_grad_norm,
+        )
+        if loss is None:
+            self.n_skipped += 1
+        else:
+            loss.cpu()  # the trainer reads every loss back, so the benchmark does too
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _make_runner(
+    name: str,
+    features: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_size: int,
+    n_blocks: int,
+    seed: int,
+) -> _Runner:
+    defaults = EBFlowDensity().get_params()
+    barrier = name.endswith(BARRIER_SUFFIX)
+    cpu_generator = torch.Generator().manual_seed(seed)
+    flow = ARCHITECTURES["fc"](features, n_blocks=n_blocks, generator=cpu_generator)
+    flow = flow.to(device=device, dtype=dtype).train()
+    data = torch.randn(8 * batch_size, features, generator=cpu_generator, dtype=torch.float64)
+    parameters = [p for p in flow.parameters() if p.requires_grad]
+    ema_decay = defaults["ema_decay"]
+    if ema_decay == "auto":  # the decay's value does not change the cost of an update
+        ema_decay = AUTO_EMA_MAX_DECAY
+    learning_rate = defaults["learning_rate"]
+    if learning_rate == "auto":
+        learning_rate = DEFAULT_LEARNING_RATES["fc"]
+    return _Runner(
+        name=name,
+        flow=flow,
+        loss_fn=bind_objective(
+            name.removesuffix(BARRIER_SUFFIX),
+            n_slices=defaults["n_slices"],
+            noise_scale=defaults["noise_scale"],
+            fd_epsilon=defaults["fd_epsilon"],
+            min_singular_value=AUTO_MIN_SINGULAR_VALUE if barrier else None,
+        ),
+        optimizer=make_optimizer(parameters, learning_rate),
+        ema=EMA(flow, ema_decay) if ema_decay else None,
+        data=data.to(device=device, dtype=dtype),
+        generator=torch.Generator(device=device).manual_seed(seed + 1),
+        max_grad_norm=defaults["max_grad_norm"],
+        batch_size=batch_size,
+        parameters=parameters,
+    )
+
+
+def _timed_steps(runner: _Runner, n_steps: int, device: torch.device, record: bool) -> None:
+    for _ in range(n_steps):
+        if runner.error is not None:
+            return
+        _synchronize(device)
+        start = time.perf_counter()
+        try:
+            runner.step()
+        except (FloatingPointError, RuntimeError, ValueError) as exc:
+            runner.error = f"{type(exc).__name__}: {exc}"
+            return
+        _synchronize(device)
+        if record:
+            runner.times.append(time.perf_counter() - start)
+
+
+def run_speed(
+    features: list[int],
+    *,
+    objectives: tuple[str, ...] = SPEED_OBJECTIVES,
+    repeats: int = 10,
+    steps_per_round: int = 3,
+    warmup: int = 3,
+    batch_size: int = 100,
+    n_blocks: int = 2,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Time one training step of each objective on the FC flow at each dimension.
+
+    Parameters
+    ----------
+    features : list of int
+        The dimensions :math:`D` to measure.
+    objectives : tuple of str, default=SPEED_OBJECTIVES
+        Names among ``"floor"`` and :data:`skebflow.objectives.registry.OBJECTIVES`, optionally with
+        the suffix ``"+sv"`` (the default barrier); ``"floor"``
+        and ``"ml"`` are needed for the ratios.
+    repeats : int, default=10
+        Interleaved rounds; in each, every objective runs ``steps_per_round`` timed steps.
+    steps_per_round : int, default=3
+        Consecutive timed steps per objective and round.
+    warmup : int, default=3
+        Untimed steps per objective before the first round.
+    batch_size : int, default=100
+        Minibatch size (the paper's).
+    n_blocks : int, default=2
+        Dense layers of the FC flow (2 is the paper's MNIST-FC model).
+    device : torch.device or None, default=None
+        Where to run; the CPU when ``None``.
+    dtype : torch.dtype, default=torch.float32
+        Training precision.
+    seed : int, default=0
+        Seed of the initialization, data and objective noise.
+    log : callable, default=print
+        Receives one progress line per dimension.
+
+    Returns
+    -------
+    list of dict
+        One record per (dimension, objective): ``features``, ``objective``, ``median_ms``,
+        ``q25_ms``, ``q75_ms``, ``n_timed``, ``n_skipped``, ``error`` (``None`` on
+        success), ``ratio_to_ml`` and ``speedup_vs_ml`` (time of ML / time),
+        ``ratio_to_floor`` (``None`` where the reference failed).
+
+    Examples
+    --------
+    >>> records = run_speed([8], repeats=1, steps_per_round=1, warmup=1, log=lambda s: None)
+    >>> sorted({r["objective"] for r in records}) == sorted(SPEED_OBJECTIVES)
+    True
+    """
+    device = torch.device("cpu") if device is None else device
+    records: list[dict] = []
+    for d in features:
+        start = time.perf_counter()
+        runners = [
+            _make_runner(
+                name,
+                d,
+                device=device,
+                dtype=dtype,
+                batch_size=batch_size,
+                n_blocks=n_blocks,
+                seed=seed,
+            )
+            for name in objectives
+        ]
+        for runner in runners:
+            _timed_steps(runner, warmup, device, record=False)
+        for round_index in range(repeats):
+            shift = round_index % len(runners)
+            for runner in runners[shift:] + runners[:shift]:
+                _timed_steps(runner, steps_per_round, device, record=True)
+        medians = {
+            r.name: float(np.median(r.times)) if r.times and r.error is None else None
+            for r in runners
+        }
+        for runner in runners:
+            records.append(_record(d, runner, medians))
+        log(
+            f"D={d}: "
+            + ", ".join(
+                f"{name} {1e3 * value:.1f} ms" if value is not None else f"{name} failed"
+                for name, value in medians.items()
+            )
+            + f" ({time.perf_counter() - start:.0f} s)"
+        )
+        del runners
+    return records
+
+
+def _record(d: int, runner: _Runner, medians: dict[str, float | None]) -> dict:
+    times = np.asarray(runner.times)
+    median = medians[runner.name]
+    ml, floor = medians.get("ml"), medians.get("floor")
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a / b
+
+    return {
+        "features": d,
+        "objective": runner.name,
+        "median_ms": None if median is None else 1e3 * median,
+        "q25_ms": 1e3 * float(np.quantile(times, 0.25)) if times.size else None,
+        "q75_ms": 1e3 * float(np.quantile(times, 0.75)) if times.size else None,
+        "n_timed": int(times.size),
+        "n_skipped": runner.n_skipped,
+        "error": runner.error,
+        "ratio_to_ml": ratio(median, ml),
+        "speedup_vs_ml": ratio(ml, median),
+        "ratio_to_floor": ratio(median, floor),
+    }
+
+
+def speed_markdown(records: list[dict]) -> str:
+    """Render ``bench speed`` records as one markdown table per dimension.
+
+    Parameters
+    ----------
+    records : list of dict
+        From :func:`run_speed`.
+
+    Returns
+    -------
+    str
+        Markdown text.
+
+    Examples
+    --------
+    >>> print(speed_markdown([{"features": 4, "objective": "ml", "median_ms": 2.0,
+    ...     "q25_ms": 1.5, "q75_ms": 2.5, "speedup_vs_ml": 1.0, "ratio_to_floor": 2.0,
+    ...     "error": None}]).splitlines()[-1])
+    | ml | 2.00 | 1.50–2.50 | 1.00× | 2.00 |
+    """
+    lines: list[str] = []
+    for d in dict.fromkeys(r["features"] for r in records):
+        lines += [
+            f"### D = {d}",
+            "",
+            "| objective | ms/step (median) | IQR (ms) | speed-up vs ML | ÷ floor |",
+            "|---|---|---|---|---|",
+        ]
+        for r in (r for r in records if r["features"] == d):
+            if r["error"]:
+                lines.append(f"| {r['objective']} | failed: {r['error'][:60]} | | | |")
+                continue
+            iqr = f"{format_number(r['q25_ms'])}–{format_number(r['q75_ms'])}"
+            lines.append(
+                f"| {r['objective']} | {format_number(r['median_ms'])} | {iqr} | "
+                f"{format_number(r['speedup_vs_ml'])}× | {format_number(r['ratio_to_floor'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_speed(records: list[dict], path: Path, log: Callable[[str], None] = print) -> None:
+    """Plot times per step and ratios to the floor into ``path`` (needs matplotlib).
+
+    Parameters
+    ----------
+    records : list of dict
+        From :func:`run_speed`.
+    path : Path
+        The image file to write.
+    log : callable, default=print
+        Told when matplotlib is missing (the plot is then skipped).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: skipping the plot (pip install matplotlib).")
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    objectives = list(dict.fromkeys(r["objective"] for r in records))
+    dims = list(dict.fromkeys(r["features"] for r in records))
+    width = 0.8 / max(len(objectives), 1)
+    for k, name in enumerate(objectives):
+        ok = [r for r in records if r["objective"] == name and r["median_ms"] is not None]
+        label = name if ok else f"{name} (failed)"
+        left.plot([r["features"] for r in ok], [r["median_ms"] for r in ok], "o-", label=label)
+        ratios = {r["features"]: r["ratio_to_floor"] for r in ok}
+        xs = [i + (k - (len(objectives) - 1) / 2) * width for i in range(len(dims))]
+        right.bar(xs, [ratios.get(d) or 0.0 for d in dims], width, label=name)
+    left.set(xscale="log", yscale="log", xlabel="D", ylabel="ms per training step")
+    left.set_xticks(dims, [str(d) for d in dims])
+    left.minorticks_off()
+    left.set_title("Time per step (FC flow, batch 100; median)")
+    left.legend()
+    right.set_xticks(range(len(dims)), [f"D={d}" for d in dims])
+    right.set(ylabel="time ÷ floor")
+    right.axhline(1.0, color="black", linewidth=0.8)
+    right.set_title("Ratio to the floor (mean-energy step)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

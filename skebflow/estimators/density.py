@@ -1,0 +1,673 @@
+"""``EBFlowDensity``: the scikit-learn estimator (the only place where sklearn meets torch).
+
+References
+----------
+.. [1] C.-H. Chao, W.-F. Sun, Y.-C. Hsu, Z. Kira, C.-Y. Lee, "Training Energy-Based
+   Normalizing Flow with Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
+
+from skebflow.nn.architectures import ARCHITECTURES
+from skebflow.nn.flow import EnergyFlow
+from skebflow.objectives.registry import (
+    OBJECTIVE_OPTIONS,
+    OBJECTIVES,
+    barrier_applies,
+    bind_objective,
+)
+from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
+from skebflow.preprocessing.transforms import PREPROCESSING, Chain, make_preprocessing
+from skebflow.training.trainer import TrainConfig, Trainer
+from skebflow.utils.tensors import (
+    as_tensor,
+    intra_op_threads,
+    make_generator,
+    resolve_device,
+    seed_from_random_state,
+    to_numpy,
+)
+
+__all__ = ["EBFlowDensity"]
+
+#: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
+AUTO_SPLINE_MAX_FEATURES = 128
+#: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
+#: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
+#: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
+#: (docs/defaults.md, docs/benchmarks.md).
+AUTO_SSM_MIN_FEATURES = 2048
+#: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
+#: on standardized or logit-mapped data (docs/defaults.md).
+AUTO_MIN_SINGULAR_VALUE = 0.2
+#: Default number of blocks per architecture when ``n_blocks=None``.
+DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4}
+#: ``learning_rate="auto"`` per architecture (docs/defaults.md).
+DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3, "autoregressive": 3e-3}
+#: Below this many features a CPU fit trains on one intra-op thread (small operations run
+#: several times faster without thread hand-off); larger models use torch's setting.
+SINGLE_THREAD_MAX_FEATURES = 256
+#: ``batch_size="auto"``: about ``n_train / AUTO_BATCH_STEPS`` rows (so that an epoch has
+#: about this many steps), rounded to a power of two and clipped to
+#: ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]`` (docs/defaults.md).
+AUTO_BATCH_STEPS = 20
+AUTO_BATCH_MIN = 32
+AUTO_BATCH_MAX = 512
+#: ``ema_decay="auto"``: the average spans about one epoch of steps, at least
+#: ``AUTO_EMA_MIN_STEPS``, at most ``1 / (1 - AUTO_EMA_MAX_DECAY)``.
+AUTO_EMA_MIN_STEPS = 10
+AUTO_EMA_MAX_DECAY = 0.999
+#: ``lr_schedule="plateau"`` halves the learning rate after this fraction of
+#: ``n_iter_no_change`` epochs without improvement.
+PLATEAU_PATIENCE_FRACTION = 0.25
+#: Rows per batch at inference (bounded memory for large X).
+INFERENCE_BATCH = 8192
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class EBFlowDensity(DensityMixin, BaseEstimator):
+    r"""Density estimation with an energy-based normalizing flow trained by score matching.
+
+    The flow's log-density splits into an energy, which training touches, and a
+    log-normalizer made of the log-determinants of its linear layers, which is computed
+    once after training. Score-matching objectives need only the energy's input
+    gradient, so training never computes a determinant and the dense layers are
+    unconstrained. ``score_samples`` returns exactly normalized log-densities in the
+    units of ``X``.
+
+    Parameters
+    ----------
+    architecture : {"auto", "spline", "autoregressive", "coupling", "fc"}, default="auto"
+        Flow family. ``"spline"`` is ``n_blocks`` × [ActNorm → Dense → rational-quadratic
+        spline coupling] → Dense (:mod:`skebflow.nn.splines`; identity tails outside the
+        splines' box); ``"autoregressive"`` the same with masked autoregressive splines
+        (:mod:`skebflow.nn.autoregressive`: every feature transformed, conditioned on the
+        earlier ones); ``"coupling"`` the same with affine couplings; ``"fc"`` the
+        paper's Dense → smooth leaky ReLU → Dense stack. In all of them the dense layers
+        and ActNorms are unconstrained and enter only the log-normalizer. ``"auto"``
+        picks ``"spline"`` up to 128 features and ``"fc"`` above (``docs/defaults.md``).
+    n_blocks : int or None, default=None
+        Number of blocks (``None``: 4 for spline, autoregressive and coupling, 2 for fc).
+    hidden_features : int, default=64
+        Width of the two hidden layers of each coupling's conditioner (spline and
+        coupling).
+    objective : {"auto", "ml", "sml", "sm", "ssm", "dsm", "fdssm"}, default="auto"
+        Training objective: maximum likelihood, sampling-based ML, exact, sliced,
+        denoising or finite-difference sliced score matching. ``"auto"`` is ``"ml"``
+        below 2048 features and ``"ssm"`` from 2048 on: maximum likelihood gave the best
+        held-out likelihood wherever it was measured, and below 2048 features its
+        determinants cost little more than a score-matching step (``docs/defaults.md``).
+    noise_scale : float, default=0.1
+        Noise standard deviation of ``"dsm"`` (in preprocessed units).
+    fd_epsilon : float, default=0.1
+        Radius of the finite-difference perturbation of ``"fdssm"``.
+    n_slices : int, default=1
+        Random projections per sample for ``"ssm"``.
+    min_singular_value : float, "auto" or None, default="auto"
+        Score-matching objectives only (``"sm"``, ``"ssm"``, ``"dsm"``, ``"fdssm"``): add a
+        soft barrier that keeps the singular values of the dense layers above this value
+        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`; a few LU
+        factorizations per layer, refreshed every 50 steps). Score matching can otherwise
+        drive a dense layer towards singularity, which leaks probability mass away from
+        the data; the barrier closes most of that gap on the FC teachers
+        (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in preprocessed units) for the
+        score-matching objectives when ``preprocessing`` is set, and no barrier otherwise
+        (maximum likelihood has its own, the determinant; without preprocessing the
+        data's units are unknown, so pass a threshold yourself). ``None`` adds nothing.
+    preprocessing : {"standardize", "logit"} or None, default="standardize"
+        Map applied outside the flow (Match after Preprocessing); its log-Jacobian is
+        added back, so densities stay in the units of ``X``.
+    bounds : tuple of (float, float) or None, default=None
+        Box ``(low, high)`` of the data for ``preprocessing="logit"``; inferred from the
+        training data when ``None``.
+    dequantize : bool, default=False
+        Treat ``X`` as integer-valued: uniform noise in training, the cell centre
+        ``x + 0.5`` when scoring.
+    match_after_preprocessing : bool, default=True
+        Compute the training objective on the preprocessed data (MaP, recommended).
+        ``False`` is the paper's ablation: the preprocessing becomes the flow's first,
+        parameter-free layer, so scores and noise live in the units of ``X``; the fitted
+        density has the same form, but score matching usually learns a worse one.
+    learning_rate : float or "auto", default="auto"
+        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows
+        and 1e-3 for the FC flow (``docs/defaults.md``).
+    batch_size : int or "auto", default="auto"
+        Minibatch size. ``"auto"`` takes about 1/20 of the training rows (about 20 steps
+        per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000
+        samples, 64 for 1,300, 32 for 100.
+    lr_schedule : {"plateau", "constant"}, default="plateau"
+        ``"plateau"`` halves the learning rate after a quarter of ``n_iter_no_change``
+        epochs without an improvement of the monitored score (the validation
+        log-likelihood, or the training loss without early stopping).
+    max_iter : int, default=200
+        Maximum number of epochs.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the data, monitor its exact log-likelihood
+        every epoch, stop after ``n_iter_no_change`` epochs without improvement and keep
+        the best epoch's weights. Needs at least 2 validation samples; with fewer the
+        training loss is monitored instead.
+    validation_fraction : float, default=0.1
+        Fraction held out for early stopping.
+    n_iter_no_change : int, default=12
+        Patience, in epochs.
+    tol : float, default=1e-4
+        Minimum improvement of the monitored quantity.
+    ema_decay : float, "auto" or None, default="auto"
+        Exponential moving average of the weights; the averaged weights are validated,
+        kept and used. ``"auto"`` averages over about one epoch of steps,
+        ``1 - 1 / max(10, steps per epoch)``, at most 0.999 (a fixed 0.999 averages
+        over 1,000 steps, i.e. 50 epochs of 20 steps, so the validated weights would
+        lag far behind training). ``None`` or 0 disables it.
+    max_grad_norm : float or None, default=10.0
+        Gradient-norm clipping threshold.
+    training_dtype : {"float32", "float64"}, default="float32"
+        Precision of training; inference always runs in float64.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    random_state : int, RandomState instance or None, default=None
+        Seeds one local torch generator used for initialization, the validation split,
+        shuffling and objective noise; the global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar, 2 a line per epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit (and its preprocessing) when refitting. A fit
+        with ``warm_start=True`` keeps its trainer, so the next warm fit continues its
+        raw weights, Adam's moments, the learning-rate schedule, the EMA and the random
+        stream exactly where they stopped (changed hyperparameters, such as the
+        objective or ``max_iter``, apply to the new fit). When the previous fit ran
+        without ``warm_start``, or ``architecture``, ``device``, ``training_dtype`` or
+        ``match_after_preprocessing`` changed, it starts from the kept weights
+        (``flow_``) with a new optimizer. ``n_iter_`` and ``loss_curve_`` describe the
+        latest fit.
+
+    Attributes
+    ----------
+    flow_ : EnergyFlow
+        The trained flow (EMA weights of the best epoch), float64.
+    preprocessing_ : Chain
+        The fitted preprocessing.
+    log_normalizer_ : float
+        :math:`\log Z` of ``flow_``, computed once after training.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit (only when ``X`` has string column names).
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_scores_ : list of float
+        Held-out mean log-likelihood per epoch (in the units of ``X``), empty without
+        early stopping.
+    n_skipped_steps_ : int
+        Optimizer steps skipped because the loss or a gradient was not finite.
+    objective_ : str
+        The objective used (``"auto"`` resolved).
+    batch_size_ : int
+        The minibatch size used (``"auto"`` resolved).
+    ema_decay_ : float or None
+        The EMA decay used (``"auto"`` resolved).
+    learning_rate_ : float
+        The initial learning rate used (``"auto"`` resolved).
+    final_learning_rate_ : float
+        The learning rate at the end of training (after the schedule's reductions).
+    min_singular_value_ : float or None
+        The singular-value barrier's threshold used (``"auto"`` resolved; ``None`` for
+        the likelihood objectives, on which the barrier never acts).
+    architecture_ : str
+        The architecture used (``"auto"`` resolved).
+    device_ : torch.device
+        Where the flow lives.
+
+    See Also
+    --------
+    sklearn.neighbors.KernelDensity : Kernel density estimation.
+    sklearn.mixture.GaussianMixture : Gaussian mixture model.
+
+    References
+    ----------
+    .. [1] C.-H. Chao et al., "Training Energy-Based Normalizing Flow with
+       Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow import EBFlowDensity
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> est = EBFlowDensity(max_iter=5, random_state=0).fit(X)
+    >>> est.score_samples(X[:3]).shape
+    (3,)
+    >>> est.sample(4, random_state=0).shape
+    (4, 2)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "architecture": [StrOptions({"auto", *ARCHITECTURES})],
+        "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden_features": [Interval(Integral, 1, None, closed="left")],
+        "objective": [StrOptions({"auto", *OBJECTIVES})],
+        "noise_scale": [Interval(Real, 0, None, closed="neither")],
+        "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_slices": [Interval(Integral, 1, None, closed="left")],
+        "min_singular_value": [
+            Interval(Real, 0, None, closed="neither"),
+            StrOptions({"auto"}),
+            None,
+        ],
+        "preprocessing": [StrOptions({name for name in PREPROCESSING if name}), None],
+        "bounds": [tuple, list, None],
+        "dequantize": ["boolean"],
+        "match_after_preprocessing": ["boolean"],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "lr_schedule": [StrOptions({"plateau", "constant"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "ema_decay": [Interval(Real, 0, 1, closed="left"), StrOptions({"auto"}), None],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "training_dtype": [StrOptions(set(_DTYPES))],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        architecture: str = "auto",
+        n_blocks: int | None = None,
+        hidden_features: int = 64,
+        objective: str = "auto",
+        noise_scale: float = OBJECTIVE_OPTIONS["noise_scale"],
+        fd_epsilon: float = OBJECTIVE_OPTIONS["fd_epsilon"],
+        n_slices: int = OBJECTIVE_OPTIONS["n_slices"],
+        min_singular_value: float | str | None = "auto",
+        preprocessing: str | None = "standardize",
+        bounds: tuple[float, float] | None = None,
+        dequantize: bool = False,
+        match_after_preprocessing: bool = True,
+        learning_rate: float | str = "auto",
+        batch_size: int | str = "auto",
+        lr_schedule: str = "plateau",
+        max_iter: int = TrainConfig.max_iter,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = TrainConfig.n_iter_no_change,
+        tol: float = TrainConfig.tol,
+        ema_decay: float | str | None = "auto",
+        max_grad_norm: float | None = TrainConfig.max_grad_norm,
+        training_dtype: str = "float32",
+        device: str | torch.device = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
+        self.architecture = architecture
+        self.n_blocks = n_blocks
+        self.hidden_features = hidden_features
+        self.objective = objective
+        self.noise_scale = noise_scale
+        self.fd_epsilon = fd_epsilon
+        self.n_slices = n_slices
+        self.min_singular_value = min_singular_value
+        self.preprocessing = preprocessing
+        self.bounds = bounds
+        self.dequantize = dequantize
+        self.match_after_preprocessing = match_after_preprocessing
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.lr_schedule = lr_schedule
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.ema_decay = ema_decay
+        self.max_grad_norm = max_grad_norm
+        self.training_dtype = training_dtype
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ fitting
+    def _resolve(self, n_features: int) -> tuple[str, str]:
+        architecture = self.architecture
+        if architecture == "auto":
+            architecture = "spline" if n_features <= AUTO_SPLINE_MAX_FEATURES else "fc"
+        objective = self.objective
+        if objective == "auto":
+            objective = "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
+        return architecture, objective
+
+    def _resolve_barrier(self, objective: str) -> float | None:
+        """Threshold of the singular-value barrier for ``objective``, or ``None``."""
+        if not barrier_applies(objective):
+            return None
+        if self.min_singular_value != "auto":
+            return self.min_singular_value
+        return AUTO_MIN_SINGULAR_VALUE if self.preprocessing is not None else None
+
+    def _resolve_batch_and_ema(self, n_train: int) -> tuple[int, float | None]:
+        """Batch size and EMA decay for ``n_train`` training rows (``"auto"`` resolved)."""
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            rows = max(1.0, n_train / AUTO_BATCH_STEPS)
+            batch_size = int(np.clip(2 ** round(math.log2(rows)), AUTO_BATCH_MIN, AUTO_BATCH_MAX))
+        batch_size = min(int(batch_size), n_train)
+        ema_decay = self.ema_decay
+        if ema_decay == "auto":
+            steps = max(AUTO_EMA_MIN_STEPS, math.ceil(n_train / batch_size))
+            ema_decay = min(AUTO_EMA_MAX_DECAY, 1.0 - 1.0 / steps)
+        self.batch_size_, self.ema_decay_ = batch_size, ema_decay or None
+        return batch_size, ema_decay or None
+
+    def _build_flow(
+        self, architecture: str, n_features: int, generator: torch.Generator
+    ) -> EnergyFlow:
+        n_blocks = self.n_blocks if self.n_blocks is not None else DEFAULT_BLOCKS[architecture]
+        options: dict = {"n_blocks": n_blocks, "generator": generator}
+        if architecture in ("coupling", "spline", "autoregressive"):
+            options["hidden_features"] = self.hidden_features
+        return ARCHITECTURES[architecture](n_features, **options)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: object, y: object = None) -> EBFlowDensity:
+        """Fit the flow to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; at least 2 samples.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : EBFlowDensity
+            The fitted estimator.
+        """
+        warm = self.warm_start and hasattr(self, "flow_")
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
+        )
+        n_samples, n_features = X.shape
+        architecture, objective = self._resolve(n_features)
+        min_singular_value = self._resolve_barrier(objective)
+        device = resolve_device(self.device)
+        dtype = _DTYPES[self.training_dtype]
+        seed = seed_from_random_state(self.random_state)
+        cpu_generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed + 1)
+
+        x_all = as_tensor(X, dtype=torch.float64)
+        n_val = math.floor(self.validation_fraction * n_samples) if self.early_stopping else 0
+        if n_val < 2 or n_samples - n_val < 2:
+            n_val = 0
+        order = torch.randperm(n_samples, generator=cpu_generator)
+        x_train, x_val = x_all[order[n_val:]], x_all[order[:n_val]]
+
+        trainer_key = (architecture, str(device), dtype, self.match_after_preprocessing)
+        trainer = getattr(self, "_trainer", None) if warm else None
+        if trainer is not None and getattr(self, "_trainer_key", None) != trainer_key:
+            trainer = None  # the settings changed: continue from the weights only
+        if warm:
+            chain = self.preprocessing_.to(device=device, dtype=torch.float64)
+            flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
+        else:
+            chain = make_preprocessing(
+                self.preprocessing, bounds=_bounds(self.bounds), dequantize=self.dequantize
+            )
+            chain = chain.fit(x_train).to(device=device, dtype=torch.float64)
+            flow = self._build_flow(architecture, n_features, cpu_generator).to(
+                device=device, dtype=dtype
+            )
+        chain.check(x_all.to(device))
+
+        x_train, x_val = x_train.to(device), x_val.to(device)
+        # Without MaP the objective sees x itself: the preprocessing becomes the flow's
+        # first layer (skebflow.preprocessing.inside) and only the dequantization noise stays
+        # outside.
+        inner = chain if self.match_after_preprocessing else Chain()
+        model = flow
+        if trainer is not None:
+            model = trainer.model
+        elif not self.match_after_preprocessing:
+            model = with_preprocessing(flow, copy.deepcopy(chain).to(dtype=dtype))
+        if self.dequantize:
+            train_data = x_train
+
+            def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
+                return inner.forward(chain.augment(batch, gen))[0].to(dtype)
+
+        else:
+            with torch.no_grad():
+                train_data = inner.forward(x_train)[0].to(dtype)
+            prepare = None
+        score_fn = None
+        if n_val:
+            with torch.no_grad():
+                y_val, ladj_val = inner.forward(x_val)
+                y_val, offset = y_val.to(dtype), float(ladj_val.mean())
+
+            def score_fn(model: EnergyFlow) -> float:
+                with torch.no_grad():
+                    return float(model.log_prob(y_val).mean()) + offset
+
+        batch_size, ema_decay = self._resolve_batch_and_ema(len(train_data))
+        lr_patience = None
+        if self.lr_schedule == "plateau":
+            lr_patience = max(1, round(PLATEAU_PATIENCE_FRACTION * self.n_iter_no_change))
+        learning_rate = self.learning_rate
+        if learning_rate == "auto":
+            learning_rate = DEFAULT_LEARNING_RATES[architecture]
+        self.learning_rate_ = learning_rate
+        config = TrainConfig(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=self.max_iter,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            ema_decay=ema_decay,
+            max_grad_norm=self.max_grad_norm,
+            lr_patience=lr_patience,
+            verbose=int(self.verbose),
+        )
+        loss = bind_objective(
+            objective,
+            n_slices=self.n_slices,
+            noise_scale=self.noise_scale,
+            fd_epsilon=self.fd_epsilon,
+            min_singular_value=min_singular_value,
+        )
+        if trainer is None:
+            trainer = Trainer(model, loss, config, generator=generator)
+        else:  # warm start: same optimizer moments, schedule, EMA and generator
+            trainer.loss_fn, trainer.config = loss, config
+        single = device.type == "cpu" and n_features < SINGLE_THREAD_MAX_FEATURES
+        with intra_op_threads(1 if single else None):
+            result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
+        # The trainer (the optimizer's moments, the EMA) is kept only for a warm start.
+        self._trainer = trainer if self.warm_start else None
+        self._trainer_key = trainer_key
+        trained = result.flow
+        if not self.match_after_preprocessing:
+            trained = without_preprocessing(trained)
+        self.flow_ = trained.to(torch.float64).requires_grad_(False).eval()
+        self.preprocessing_ = chain
+        self.device_ = device
+        self.architecture_, self.objective_ = architecture, objective
+        self.min_singular_value_ = min_singular_value
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        self.validation_scores_ = result.validation_scores
+        self.n_skipped_steps_ = result.n_skipped_steps
+        self.best_iteration_ = result.best_epoch
+        self.final_learning_rate_ = result.final_learning_rate
+        with torch.no_grad():
+            self.log_normalizer_ = float(self.flow_.log_normalizer())
+        if not math.isfinite(self.log_normalizer_):
+            raise FloatingPointError(
+                "The trained flow has a singular linear layer (log-normalizer "
+                f"{self.log_normalizer_}); try a lower learning_rate or another objective."
+            )
+        if result.n_skipped_steps:
+            warnings.warn(
+                f"{result.n_skipped_steps} of {result.n_steps + result.n_skipped_steps} "
+                "training steps had a non-finite loss or gradient and were skipped.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if not result.converged and not result.interrupted and result.n_iter == self.max_iter:
+            warnings.warn(
+                f"EBFlowDensity stopped after max_iter={self.max_iter} epochs without "
+                "converging; consider increasing max_iter.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def _check_input(self, X: object) -> Tensor:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        x = as_tensor(X, dtype=torch.float64, device=self.device_)
+        self.preprocessing_.check(x)
+        return x
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        y, ladj = self.preprocessing_.forward(x)
+        log_z = torch.as_tensor(self.log_normalizer_, dtype=torch.float64, device=x.device)
+        return self.flow_.log_prob(y, log_z) + ladj
+
+    def score_samples(self, X: object) -> np.ndarray:
+        r"""Return the log-density of each sample, in the units of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            :math:`\log p(x)`, float64; exactly normalized over the space of ``X``.
+        """
+        x = self._check_input(X)
+        with torch.no_grad():
+            parts = [self._log_prob(chunk) for chunk in x.split(INFERENCE_BATCH)]
+        return to_numpy(torch.cat(parts))
+
+    def score(self, X: object, y: object = None) -> float:
+        """Return the mean log-likelihood per sample (GaussianMixture's convention).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+            Mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def score_gradient(self, X: object) -> np.ndarray:
+        r"""Return :math:`\nabla_x \log p(x)` in the units of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The score function.
+        """
+        x = self._check_input(X)
+        parts = []
+        for chunk in x.split(INFERENCE_BATCH):
+            with torch.enable_grad():
+                chunk = chunk.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self._log_prob(chunk).sum(), chunk)
+            parts.append(grad)
+        return to_numpy(torch.cat(parts))
+
+    def sample(self, n_samples: int = 1, random_state: object = None) -> np.ndarray:
+        """Draw exact samples by inverting the flow.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds a local generator; the global RNGs are never touched.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The samples (only ``X``, as :meth:`KernelDensity.sample`).
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        generator = make_generator(random_state, self.device_)
+        with torch.no_grad():
+            y = self.flow_.sample(int(n_samples), generator=generator)
+            x = self.preprocessing_.inverse(y)
+        return to_numpy(x)
+
+    # ------------------------------------------------------------ sklearn glue
+    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "flow_" in state:
+            state = dict(state)
+            state["flow_"] = copy.deepcopy(self.flow_).cpu()
+            state["preprocessing_"] = copy.deepcopy(self.preprocessing_).cpu()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "flow_" in state:
+            device = self.device_
+            if device.type == "cuda" and not torch.cuda.is_available():
+                device = torch.device("cpu")
+            self.device_ = device
+            self.flow_ = self.flow_.to(device)
+            self.preprocessing_ = self.preprocessing_.to(device)
+
+
+def _bounds(bounds: object) -> tuple | None:
+    if bounds is None:
+        return None
+    if len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}.")
+    return tuple(bounds)

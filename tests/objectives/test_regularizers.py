@@ -1,0 +1,144 @@
+"""The singular-value barrier: exact where it should be, cheap and honest elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import skebflow.estimators.density as estimator_module
+from skebflow.estimators.density import AUTO_MIN_SINGULAR_VALUE, EBFlowDensity
+from skebflow.nn.architectures import build_fc
+from skebflow.nn.flow import EnergyFlow
+from skebflow.nn.linear import Dense
+from skebflow.objectives.registry import SCORE_OBJECTIVES, bind_objective
+from skebflow.objectives.regularizers import SingularValueBarrier
+
+
+def _matrix(singular_values: list[float], seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    d = len(singular_values)
+    q1 = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))[0]
+    q2 = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))[0]
+    return q1 @ torch.diag(torch.tensor(singular_values, dtype=torch.float64)) @ q2.T
+
+
+def _flow(*weights: torch.Tensor) -> EnergyFlow:
+    layers = [Dense(w.shape[0]).double() for w in weights]
+    with torch.no_grad():
+        for layer, w in zip(layers, weights, strict=True):
+            layer.weight.copy_(w)
+    return EnergyFlow(layers, weights[0].shape[0])
+
+
+def _exact(flow: EnergyFlow, threshold: float) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for layer in flow.layers:
+        values = torch.linalg.svdvals(layer.weight)
+        total = total + torch.relu(1.0 - values / threshold).pow(2).sum()
+    return total
+
+
+def test_exact_value_and_gradient_when_every_pair_is_tracked():
+    flow = _flow(_matrix([2.0, 1.0, 0.15, 0.05]), _matrix([1.0, 0.5, 0.3, 0.01], seed=1))
+    barrier = SingularValueBarrier(0.2, strength=3.0, refresh=1, n_tracked=4)
+    value = barrier(flow)
+    (grad,) = torch.autograd.grad(value, flow.layers[0].weight)
+    expected = 3.0 * _exact(flow, 0.2)
+    (expected_grad,) = torch.autograd.grad(expected, flow.layers[0].weight)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_inverse_iteration_finds_the_smallest_pairs_of_a_large_layer():
+    values = [1.0 + 0.02 * i for i in range(37)] + [0.3, 0.08, 0.01]
+    flow = _flow(_matrix(values, seed=2))
+    barrier = SingularValueBarrier(0.1, refresh=1, n_tracked=4)
+    torch.testing.assert_close(barrier(flow), _exact(flow, 0.1), rtol=1e-8, atol=1e-10)
+
+
+def test_between_searches_the_tracked_pairs_follow_the_weights():
+    flow = _flow(_matrix([1.0, 0.9, 0.12, 0.05], seed=3))
+    barrier = SingularValueBarrier(0.2, refresh=10, n_tracked=4)
+    barrier(flow)  # searches
+    with torch.no_grad():
+        flow.layers[0].weight.mul_(0.5)  # same singular vectors, halved values
+    torch.testing.assert_close(barrier(flow), _exact(flow, 0.2))
+    assert barrier.n_calls == 2
+
+
+def test_well_conditioned_layers_cost_nothing():
+    flow = build_fc(5, n_blocks=2).double()  # identity weights
+    value = SingularValueBarrier(0.2)(flow)
+    assert value.item() == 0.0 and value.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"threshold": 0.0}, {"threshold": 0.1, "strength": -1.0}, {"threshold": 0.1, "refresh": 0}],
+)
+def test_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        SingularValueBarrier(**kwargs)
+
+
+def test_bound_objective_adds_the_barrier_to_score_matching_only():
+    flow = _flow(_matrix([1.0, 0.5, 0.02]))
+    y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in ("ssm", "dsm", "fdssm", "ml"):
+        plain = bind_objective(name)(flow, y, torch.Generator().manual_seed(1))
+        barred = bind_objective(name, min_singular_value=0.1)(
+            flow, y, torch.Generator().manual_seed(1)
+        )
+        gap = (barred - plain).item()
+        expected = 0.0 if name == "ml" else _exact(flow, 0.1).item()
+        assert gap == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_estimator_trains_with_the_barrier():
+    X = np.random.default_rng(0).normal(size=(200, 3)) @ np.array(
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0]]
+    )
+    params = {"objective": "ssm", "architecture": "fc", "max_iter": 3, "random_state": 0}
+    barred = EBFlowDensity(min_singular_value=1.5, **params).fit(X)  # active from step 0
+    plain = EBFlowDensity(min_singular_value=None, **params).fit(X)
+    assert np.all(np.isfinite(barred.score_samples(X)))
+    assert not np.allclose(barred.loss_curve_, plain.loss_curve_)
+    with pytest.raises(ValueError, match="min_singular_value"):
+        EBFlowDensity(min_singular_value=-1.0).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("objective", "preprocessing", "expected"),
+    [
+        ("ssm", "standardize", AUTO_MIN_SINGULAR_VALUE),
+        ("dsm", "standardize", AUTO_MIN_SINGULAR_VALUE),
+        ("fdssm", "standardize", AUTO_MIN_SINGULAR_VALUE),
+        ("ml", "standardize", None),
+        ("sml", "standardize", None),
+        ("ssm", None, None),
+    ],
+)
+def test_auto_barrier_is_on_for_score_matching_on_preprocessed_data(
+    objective, preprocessing, expected
+):
+    X = np.random.default_rng(1).normal(size=(60, 2))
+    est = EBFlowDensity(
+        objective=objective, preprocessing=preprocessing, max_iter=1, random_state=0
+    ).fit(X)
+    assert est.min_singular_value_ == expected
+    explicit = EBFlowDensity(objective=objective, min_singular_value=0.3, max_iter=1).fit(X)
+    # The barrier never acts on a likelihood objective, so none is reported for one.
+    assert explicit.min_singular_value_ == (0.3 if objective in SCORE_OBJECTIVES else None)
+
+
+def test_auto_barrier_reaches_the_training_loss(monkeypatch):
+    # A threshold above the initial singular values makes the barrier active at once.
+    monkeypatch.setattr(estimator_module, "AUTO_MIN_SINGULAR_VALUE", 1.5)
+    X = np.random.default_rng(2).normal(size=(120, 3))
+    params = {"objective": "ssm", "architecture": "fc", "max_iter": 2, "random_state": 0}
+    auto = EBFlowDensity(**params).fit(X)
+    explicit = EBFlowDensity(min_singular_value=1.5, **params).fit(X)
+    plain = EBFlowDensity(min_singular_value=None, **params).fit(X)
+    np.testing.assert_allclose(auto.loss_curve_, explicit.loss_curve_)
+    assert not np.allclose(auto.loss_curve_, plain.loss_curve_)
