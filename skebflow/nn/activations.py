@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skebflow.nn.base import Layer
+from skebflow.nn.base import Jet, Layer, TangentTape, event_sum
 
 __all__ = ["SmoothLeakyReLU"]
 
@@ -87,6 +87,41 @@ class SmoothLeakyReLU(Layer):
         s = torch.sigmoid(x)
         d2 = self._soft * s * (1.0 - s)
         return self._value(x), self._linear + self._soft * s, d2, d2 * (1.0 - 2.0 * s)
+
+    def _log_slope_derivatives(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``f``, ``f'``, ``f''``, ``r = (log f')'`` and ``r'``, elementwise."""
+        y, d1, d2, d3 = self.derivatives(x)
+        r = d2 / d1
+        return y, d1, d2, r, d3 / d1 - r * r
+
+    def jet(
+        self, x: Tensor, dx: Tensor, ddx: Tensor | None
+    ) -> tuple[Jet, tuple[Tensor, Tensor, Tensor]]:
+        r"""Push a 2-jet through the layer (the elementwise rule).
+
+        The output jet is :math:`(f, f'\dot x, f''\dot x^2 + f'\ddot x)` and the jet of
+        :math:`\sum\log f'` is :math:`(\sum r\dot x, \sum r'\dot x^2 + r\ddot x)`.
+        """
+        y, d1, d2, r, dr = self._log_slope_derivatives(x)
+        dx2 = dx * dx
+        dy, ddy = d1 * dx, d2 * dx2
+        ladj = event_sum(torch.log(d1), 1)
+        dladj, ddladj = event_sum(r * dx, 2), event_sum(dr * dx2, 2)
+        if ddx is not None:
+            ddy = ddy + d1 * ddx
+            ddladj = ddladj + event_sum(r * ddx, 2)
+        return (y, dy, ddy), (ladj, dladj, ddladj)
+
+    def tangent(self, x: Tensor, dx: Tensor, tape: TangentTape) -> tuple[Tensor, Tensor]:
+        r"""Push the primal and first-order tangents through the layer.
+
+        Records :math:`\sum\log f'`, :math:`\sum r'\dot x^2` and the second-order source
+        :math:`f''\dot x^2` of the Hessian quadratic form on ``tape``.
+        """
+        y, d1, d2, _, dr = self._log_slope_derivatives(x)
+        dx2 = dx * dx
+        tape.record(y, event_sum(torch.log(d1), 1), event_sum(dr * dx2, 2), d2 * dx2)
+        return y, d1 * dx
 
     def _slope(self, x: Tensor) -> Tensor:
         return self._linear + self._soft * torch.sigmoid(x)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skebflow.nn.base import ConstantJacobianLayer
+from skebflow.nn.base import ConstantJacobianLayer, Jet, TangentTape
 
 __all__ = ["ActNorm", "Dense", "Permutation"]
 
@@ -117,11 +117,77 @@ class Dense(ConstantJacobianLayer):
         lu, pivots = self._lu()
         return torch.linalg.lu_solve(lu, pivots, rhs.mT).mT
 
+    def jet(self, x: Tensor, dx: Tensor, ddx: Tensor | None) -> tuple[Jet, None]:
+        """Affine rule with one product for the primal and every tangent.
+
+        One weight-gradient product in the backward pass instead of one per stream, and
+        no D × D sum of their contributions.
+        """
+        streams = [x, dx.reshape(-1, dx.shape[-1])]
+        if ddx is not None:
+            streams.append(ddx.reshape(-1, ddx.shape[-1]))
+        out = F.linear(torch.cat(streams), self.weight)
+        parts = out.split([stream.shape[0] for stream in streams])
+        y = parts[0] if self.bias is None else parts[0] + self.bias
+        dy = parts[1].reshape(*dx.shape[:-1], out.shape[-1])
+        ddy = None if ddx is None else parts[2].reshape(*ddx.shape[:-1], out.shape[-1])
+        return (y, dy, ddy), None
+
+    def tangent(self, x: Tensor, dx: Tensor, tape: TangentTape) -> tuple[Tensor, Tensor]:
+        """Primal and tangents through one custom product (:class:`_DenseStreams`)."""
+        flat = dx.reshape(-1, dx.shape[-1])
+        y, dy = _DenseStreams.apply(self.weight, x, flat, x is tape.point, tape)
+        y = y if self.bias is None else y + self.bias
+        return y, dy.reshape(*dx.shape[:-1], dy.shape[-1])
+
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state = dict(state)
         state["_lu_cache"] = None
         return state
+
+
+class _DenseStreams(torch.autograd.Function):
+    """``(x Wᵀ, dx Wᵀ)`` with a backward that computes only what it is asked for.
+
+    The primal ``x`` and the tangents ``dx`` share one weight-gradient product
+    ``[g; dg]ᵀ [x; dx]`` (no D × D sum of two contributions). The score's reverse pass
+    differentiates the energy, which does not depend on the tangents: it gets no tangent
+    gradient, so no product is spent on it, and no weight gradient (the parameters are
+    differentiated later, through the whole loss). The backward is made of differentiable
+    operations, so it can itself be differentiated (``create_graph=True``). With
+    ``score_input=True`` ``x`` is the point at which the score is taken: its gradient is
+    computed in the score's reverse pass only, never when the loss is differentiated.
+    ``tape.score_pass`` tells the two apart (carried in the autograd context, not in
+    thread-local state: on accelerators backward functions run on device threads).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: object, weight: Tensor, x: Tensor, dx: Tensor, score_input: bool, tape: TangentTape
+    ) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(weight, x, dx)
+        ctx.set_materialize_grads(False)
+        ctx.score_input, ctx.tape = score_input, tape
+        return F.linear(x, weight), F.linear(dx, weight)
+
+    @staticmethod
+    def backward(
+        ctx: object, grad_y: Tensor | None, grad_dy: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
+        weight, x, dx = ctx.saved_tensors
+        need_weight, need_x, need_dx, _, _ = ctx.needs_input_grad
+        input_only = ctx.tape.score_pass
+        need_x = need_x and (input_only or not ctx.score_input)
+        grad_x = grad_y @ weight if need_x and grad_y is not None else None
+        grad_dx = grad_dy @ weight if need_dx and grad_dy is not None else None
+        grad_weight = None
+        if need_weight and not input_only:
+            pairs = [(g, v) for g, v in ((grad_y, x), (grad_dy, dx)) if g is not None]
+            if pairs:
+                grads, values = zip(*pairs, strict=True)
+                grad_weight = torch.cat(grads).mT @ torch.cat(values)
+        return grad_weight, grad_x, grad_dx, None, None
 
 
 class ActNorm(ConstantJacobianLayer):

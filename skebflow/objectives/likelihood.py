@@ -1,8 +1,9 @@
 """Likelihood objectives: maximum likelihood and its sampling-based variant.
 
 Every objective is a pure function ``f(model, y, *, generator=None, **options)`` returning a
-scalar tensor: a per-sample loss, averaged over the batch and divided by the number of features
-``D = y.shape[1]`` (the convention of [1]_). The model only has to follow :class:`EnergyModel`.
+scalar tensor: a per-sample loss, averaged over the batch and divided by the number ``D`` of
+entries of one sample (the convention of [1]_); ``y`` has shape ``(n, *event_shape)``. The
+model only has to follow :class:`EnergyModel`.
 :func:`mean_energy` is the cost floor used by the benchmarks and is not an objective. The
 score-matching objectives live in :mod:`skebflow.objectives.score_matching`; all of them are
 chosen by name through :mod:`skebflow.objectives.registry`.
@@ -24,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from skebflow.objectives.score_matching import _check_y, _energy, _generator
+from skebflow.objectives.score_matching import _check_y, _energy, _features, _generator
 
 __all__ = ["EnergyModel", "mean_energy", "ml", "sml"]
 
@@ -90,7 +91,7 @@ def ml(model: EnergyModel, y: Tensor, *, generator: torch.Generator | None = Non
     log_z = model.log_normalizer()
     if log_z.numel() != 1:
         raise ValueError(f"model.log_normalizer must return a scalar, got {tuple(log_z.shape)}.")
-    return (_energy(model, y).mean() + log_z.reshape(())) / y.shape[1]
+    return (_energy(model, y).mean() + log_z.reshape(())) / _features(y)
 
 
 def sml(model: EnergyModel, y: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -133,10 +134,10 @@ def sml(model: EnergyModel, y: Tensor, *, generator: torch.Generator | None = No
     y_model = y_model.detach().to(y)
     if y_model.shape != y.shape:
         raise ValueError(
-            f"model.sample({n}) returned shape {tuple(y_model.shape)}, not {n, y.shape[1]}."
+            f"model.sample({n}) returned shape {tuple(y_model.shape)}, not {(n, *y.shape[1:])}."
         )
     energy = _energy(model, torch.cat([y, y_model]))
-    return (energy[:n].mean() - energy[n:].mean()) / y.shape[1]
+    return (energy[:n].mean() - energy[n:].mean()) / _features(y)
 
 
 def mean_energy(
@@ -166,4 +167,4 @@ def mean_energy(
     0.25
     """
     _check_y(y)
-    return _energy(model, y).mean() / y.shape[1]
+    return _energy(model, y).mean() / _features(y)

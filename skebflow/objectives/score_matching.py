@@ -9,8 +9,8 @@ score matching ``fdssm`` [4]_ (energies only). They are selected by name through
 :data:`skebflow.objectives.registry.OBJECTIVES`, which also holds the likelihood objectives.
 
 Each is a pure function ``f(model, y, *, generator=None, **options)`` returning a scalar tensor:
-a per-sample loss, averaged over the batch and divided by the number of features
-``D = y.shape[1]`` (the convention of [5]_). The model only needs the ``energy`` of
+a per-sample loss, averaged over the batch and divided by the number ``D`` of entries of one
+sample (the convention of [5]_). The model only needs the ``energy`` of
 :class:`skebflow.objectives.likelihood.EnergyModel`. Randomness (slices, noise) comes only from
 ``generator``; with ``None`` a fresh local generator seeded from the operating system is used,
 so the global RNG is never consumed. The generator must live on the device of ``y``. The input
@@ -74,13 +74,23 @@ class _EnergyFunction(Protocol):
 def _check_y(y: Tensor) -> None:
     if not isinstance(y, Tensor):
         raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}.")
-    if y.ndim != 2 or y.shape[0] == 0 or y.shape[1] == 0:
+    if y.ndim < 2 or y.shape[0] == 0 or y[0].numel() == 0:
         raise ValueError(
-            "y must be a 2-D tensor (n_samples, n_features) with at least one sample and one "
-            f"feature, got shape {tuple(y.shape)}."
+            "y must be a tensor (n_samples, *event_shape) with at least one sample and one "
+            f"feature, for example (n_samples, n_features); got shape {tuple(y.shape)}."
         )
     if not y.is_floating_point():
         raise ValueError(f"y must have a floating-point dtype, got {y.dtype}.")
+
+
+def _features(y: Tensor) -> int:
+    """``D``: the number of entries of one sample."""
+    return y[0].numel()
+
+
+def _squared_norm(values: Tensor) -> Tensor:
+    """Per-sample squared norm over the event dimensions."""
+    return values.flatten(1).pow(2).sum(1)
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -164,7 +174,7 @@ def sm(model: _EnergyFunction, y: Tensor, *, generator: torch.Generator | None =
     -0.75
     """
     _check_y(y)
-    d = y.shape[1]
+    d = _features(y)
     if d > SM_MAX_FEATURES:
         raise ValueError(
             f"sm computes an exact Hessian trace (one backward pass per feature) and is limited "
@@ -174,18 +184,19 @@ def sm(model: _EnergyFunction, y: Tensor, *, generator: torch.Generator | None =
     if supports_jet(model):
         # Taylor mode along the D coordinate axes: the gradient and the Hessian diagonal
         # from one forward pass, no backward pass (skebflow.objectives.jets).
-        axes = torch.eye(d, dtype=y.dtype, device=y.device)
-        _, first, second = energy_jet(model, y, axes.unsqueeze(1).expand(d, *y.shape))
+        axes = torch.eye(d, dtype=y.dtype, device=y.device).reshape(d, 1, *y.shape[1:])
+        _, first, second = energy_jet(model, y, axes.expand(d, *y.shape))
         return (0.5 * (first**2).sum(0) - second.sum(0)).mean() / d
     with torch.enable_grad():
         y, grad = _energy_grad(model, y, create_graph=True)
+        flat = grad.flatten(1)
         trace_hessian = sum(
-            torch.autograd.grad(grad[:, i].sum(), y, retain_graph=True, create_graph=grad_enabled)[
+            torch.autograd.grad(flat[:, i].sum(), y, retain_graph=True, create_graph=grad_enabled)[
                 0
-            ][:, i]
+            ].flatten(1)[:, i]
             for i in range(d)
         )
-        loss = (0.5 * (grad**2).sum(1) - trace_hessian).mean() / d
+        loss = (0.5 * _squared_norm(grad) - trace_hessian).mean() / d
     return loss if grad_enabled else loss.detach()
 
 
@@ -259,10 +270,11 @@ def ssm(
             )
             quadratic = second.mean(0)
         else:
-            y, grad = _energy_grad(model, y.detach().repeat(n_slices, 1), create_graph=True)
+            repeats = (n_slices,) + (1,) * (y.ndim - 1)
+            y, grad = _energy_grad(model, y.detach().repeat(*repeats), create_graph=True)
             (hvp,) = torch.autograd.grad((grad * v).sum(), y, create_graph=grad_enabled)
-            quadratic = (v * hvp).sum(1)
-        loss = (0.5 * (grad**2).sum(1).mean() - quadratic.mean()) / y.shape[1]
+            quadratic = (v * hvp).flatten(1).sum(1)
+        loss = (0.5 * _squared_norm(grad).mean() - quadratic.mean()) / _features(y)
     return loss if grad_enabled else loss.detach()
 
 
@@ -318,7 +330,7 @@ def dsm(
         else:
             _, grad = _energy_grad(model, noisy, create_graph=grad_enabled)
         # s + ε/σ with s = -∇E
-        loss = 0.5 * ((eps / noise_scale - grad) ** 2).sum(1).mean() / y.shape[1]
+        loss = 0.5 * _squared_norm(eps / noise_scale - grad).mean() / _features(y)
     return loss if grad_enabled else loss.detach()
 
 
@@ -365,7 +377,8 @@ def fdssm(
     _check_positive("fd_epsilon", fd_epsilon)
     generator = _generator(generator, y)
     direction = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    v = fd_epsilon * direction / direction.norm(dim=1, keepdim=True)
+    norms = direction.flatten(1).norm(dim=1).reshape(-1, *([1] * (y.ndim - 1)))
+    v = fd_epsilon * direction / norms
     energy = _energy(model, torch.cat([y, y + v, y - v]))
     e0, e_plus, e_minus = energy.chunk(3)
     per_sample = (e_plus - e_minus) ** 2 / 8 + 2 * e0 - e_plus - e_minus

@@ -93,7 +93,7 @@ def with_preprocessing(flow: EnergyFlow, chain: Chain) -> EnergyFlow:
     >>> torch.allclose(inside.energy(x), flow.energy(y) - ladj)
     True
     """
-    return EnergyFlow([PreprocessingLayer(chain), *flow.layers], flow.features)
+    return EnergyFlow([PreprocessingLayer(chain), *flow.layers], event_shape=flow.event_shape)
 
 
 def without_preprocessing(flow: EnergyFlow) -> EnergyFlow:
@@ -121,4 +121,4 @@ def without_preprocessing(flow: EnergyFlow) -> EnergyFlow:
     """
     if not flow.layers or not isinstance(flow.layers[0], PreprocessingLayer):
         raise ValueError("The flow does not start with a PreprocessingLayer.")
-    return EnergyFlow(list(flow.layers)[1:], flow.features)
+    return EnergyFlow(list(flow.layers)[1:], event_shape=flow.event_shape)

@@ -353,13 +353,14 @@ def test_bad_options_raise(objective, options):
     "y",
     [
         torch.zeros(3, dtype=DTYPE),
-        torch.zeros(2, 3, 1, dtype=DTYPE),
+        torch.zeros(2, 0, 4, dtype=DTYPE),
         torch.zeros(0, 3, dtype=DTYPE),
         torch.zeros(2, 3, dtype=torch.int64),
     ],
-    ids=["1d", "3d", "empty", "integer"],
+    ids=["1d", "empty-event", "empty", "integer"],
 )
 def test_bad_y_raises(name, y):
+    # (n, *event_shape) is valid for any event shape (tests/nn/test_event_shapes.py).
     with pytest.raises(ValueError, match="y must"):
         OBJECTIVES[name](make_model("quadratic"), y, generator=gen(0))
 
