@@ -1,18 +1,19 @@
 """``bench speed``: time per training step of every objective against ML and the floor.
 
-Every objective gets its own FC flow (built by the estimator's builder), its own Adam
-optimizer and EMA, and runs exactly the estimator's step: minibatch gather, loss,
-backward, gradient-norm check, clipping, Adam step, EMA update
-(:func:`skebflow.training.trainer.train_step`, the step
-:func:`skebflow.training.trainer.train` runs).
+Every objective gets its own FC flow (built by the estimator's builder) and its own
+:class:`~skebflow.training.Trainer` with the estimator's defaults (Adam, EMA, clipping, and
+for ``+sv`` the singular-value barrier), and runs exactly what a fit runs per step:
+minibatch gather, :meth:`~skebflow.training.Trainer.step` (loss, regularizers, backward,
+gradient-norm check, clipping, Adam step, EMA update).
 Objectives are interleaved round by round, in a
 rotating order, after untimed warm-up steps, so that slow drifts of the machine (other
 processes, clock changes) hit them all alike; the median over all timed steps is reported.
 The **floor** is the same step with the loss ``mean_energy``: no score, no determinant.
 Names ending in ``+sv`` add the singular-value barrier that the estimator gives the
-score-matching objectives by default (``min_singular_value="auto"``); its search for
-small singular values (one LU factorization per layer every 50 steps) falls outside the
-timed steps after warm-up, so those rows show the per-step tracking cost only.
+score-matching objectives by default (``min_singular_value="auto"``). Its search for
+small singular values (one LU factorization per layer every 50 steps) runs in the
+warm-up; it is timed separately and its share per step is added to those rows
+(``search_ms``), so every row is what a default fit pays per step.
 
 References
 ----------
@@ -39,10 +40,10 @@ from skebflow.estimators.density import (
     EBFlowDensity,
 )
 from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.nn.flow import EnergyFlow
-from skebflow.objectives.registry import bind_objective
-from skebflow.training.ema import EMA
-from skebflow.training.trainer import make_optimizer, train_step
+from skebflow.nn.linear import Dense
+from skebflow.objectives.registry import OBJECTIVE_OPTIONS, bind_objective, make_regularizers
+from skebflow.objectives.regularizers import SingularValueBarrier
+from skebflow.training.trainer import TrainConfig, Trainer
 
 __all__ = ["SPEED_OBJECTIVES", "plot_speed", "run_speed", "speed_markdown"]
 
@@ -65,47 +66,56 @@ BARRIER_SUFFIX = "+sv"
 
 @dataclass
 class _Runner:
-    """One objective's model, optimizer, EMA and data, and the timings collected."""
+    """One objective's trainer (model, optimizer, EMA, barrier) and data, and the timings."""
 
     name: str
-    flow: EnergyFlow
-    loss_fn: Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]
-    optimizer: torch.optim.Optimizer
-    ema: EMA | None
+    trainer: Trainer
     data: Tensor
-    generator: torch.Generator
-    max_grad_norm: float | None
     batch_size: int
-    parameters: list[Tensor]
     times: list[float] = field(default_factory=list)
+    search_seconds: float = 0.0
     n_skipped: int = 0
     cursor: int = 0
     order: Tensor | None = None
     error: str | None = None
 
     def step(self) -> None:
-        """Run one optimizer step exactly as :func:`skebflow.training.trainer.train` does."""
+        """Gather a minibatch and run :meth:`skebflow.training.Trainer.step` on it."""
         n = self.data.shape[0]
         if self.cursor + self.batch_size > n:
             self.cursor = 0
+        generator = self.trainer.generator
         if self.cursor == 0 or self.order is None:
-            self.order = torch.randperm(n, generator=self.generator, device=self.data.device)
+            self.order = torch.randperm(n, generator=generator, device=self.data.device)
         batch = self.data[self.order[self.cursor : self.cursor + self.batch_size]]
         self.cursor += self.batch_size
-        loss = train_step(
-            self.flow,
-            self.loss_fn,
-            batch,
-            optimizer=self.optimizer,
-            parameters=self.parameters,
-            generator=self.generator,
-            ema=self.ema,
-            max_grad_norm=self.max_grad_norm,
-        )
+        loss = self.trainer.step(batch)
         if loss is None:
             self.n_skipped += 1
         else:
             loss.cpu()  # the trainer reads every loss back, so the benchmark does too
+
+    def time_searches(self, device: torch.device, repeats: int = 3) -> None:
+        """Time the barriers' periodic search and store its cost per step.
+
+        The search (one LU factorization per dense layer, every ``refresh`` steps) runs
+        during warm-up only, so the timed steps show the barrier's per-step tracking
+        cost; the search's share of a step, ``search time / refresh``, is measured here.
+        """
+        barriers = [r for r in self.trainer.regularizers if isinstance(r, SingularValueBarrier)]
+        dense = [m for m in self.trainer.model.modules() if isinstance(m, Dense)]
+        total = 0.0
+        for barrier in barriers:
+            times = []
+            for _ in range(repeats):
+                _synchronize(device)
+                start = time.perf_counter()
+                for key, layer in enumerate(dense):
+                    barrier._search(key, layer.weight)
+                _synchronize(device)
+                times.append(time.perf_counter() - start)
+            total += float(np.median(times)) / barrier.refresh
+        self.search_seconds = total
 
 
 def _synchronize(device: torch.device) -> None:
@@ -125,34 +135,35 @@ def _make_runner(
 ) -> _Runner:
     defaults = EBFlowDensity().get_params()
     barrier = name.endswith(BARRIER_SUFFIX)
+    objective = name.removesuffix(BARRIER_SUFFIX)
     cpu_generator = torch.Generator().manual_seed(seed)
     flow = ARCHITECTURES["fc"](features, n_blocks=n_blocks, generator=cpu_generator)
     flow = flow.to(device=device, dtype=dtype).train()
     data = torch.randn(8 * batch_size, features, generator=cpu_generator, dtype=torch.float64)
-    parameters = [p for p in flow.parameters() if p.requires_grad]
     ema_decay = defaults["ema_decay"]
     if ema_decay == "auto":  # the decay's value does not change the cost of an update
         ema_decay = AUTO_EMA_MAX_DECAY
     learning_rate = defaults["learning_rate"]
     if learning_rate == "auto":
         learning_rate = DEFAULT_LEARNING_RATES["fc"]
-    return _Runner(
-        name=name,
-        flow=flow,
-        loss_fn=bind_objective(
-            name.removesuffix(BARRIER_SUFFIX),
-            n_slices=defaults["n_slices"],
-            noise_scale=defaults["noise_scale"],
-            fd_epsilon=defaults["fd_epsilon"],
-            min_singular_value=AUTO_MIN_SINGULAR_VALUE if barrier else None,
-        ),
-        optimizer=make_optimizer(parameters, learning_rate),
-        ema=EMA(flow, ema_decay) if ema_decay else None,
-        data=data.to(device=device, dtype=dtype),
-        generator=torch.Generator(device=device).manual_seed(seed + 1),
-        max_grad_norm=defaults["max_grad_norm"],
+    config = TrainConfig(
+        learning_rate=learning_rate,
         batch_size=batch_size,
-        parameters=parameters,
+        ema_decay=ema_decay,
+        max_grad_norm=defaults["max_grad_norm"],
+    )
+    options = {key: defaults[key] for key in OBJECTIVE_OPTIONS}
+    loss = bind_objective(objective, **options)
+    regularizers = make_regularizers(objective, AUTO_MIN_SINGULAR_VALUE if barrier else None)
+    trainer = Trainer(
+        flow,
+        loss,
+        config,
+        generator=torch.Generator(device=device).manual_seed(seed + 1),
+        regularizers=regularizers,
+    )
+    return _Runner(
+        name=name, trainer=trainer, data=data.to(device=device, dtype=dtype), batch_size=batch_size
     )
 
 
@@ -193,9 +204,9 @@ def run_speed(
     features : list of int
         The dimensions :math:`D` to measure.
     objectives : tuple of str, default=SPEED_OBJECTIVES
-        Names among ``"floor"`` and :data:`skebflow.objectives.registry.OBJECTIVES`, optionally with
-        the suffix ``"+sv"`` (the default barrier); ``"floor"``
-        and ``"ml"`` are needed for the ratios.
+        Names among ``"floor"`` and :data:`skebflow.objectives.registry.OBJECTIVES`,
+        optionally with the suffix ``"+sv"`` (the default barrier); ``"floor"`` and
+        ``"ml"`` are needed for the ratios.
     repeats : int, default=10
         Interleaved rounds; in each, every objective runs ``steps_per_round`` timed steps.
     steps_per_round : int, default=3
@@ -218,9 +229,10 @@ def run_speed(
     Returns
     -------
     list of dict
-        One record per (dimension, objective): ``features``, ``objective``, ``median_ms``,
-        ``q25_ms``, ``q75_ms``, ``n_timed``, ``n_skipped``, ``error`` (``None`` on
-        success), ``ratio_to_ml`` and ``speedup_vs_ml`` (time of ML / time),
+        One record per (dimension, objective): ``features``, ``objective``, ``median_ms``
+        (the median timed step plus ``search_ms``, the barrier's search per step),
+        ``q25_ms``, ``q75_ms`` (of the timed steps), ``n_timed``, ``n_skipped``, ``error``
+        (``None`` on success), ``ratio_to_ml`` and ``speedup_vs_ml`` (time of ML / time),
         ``ratio_to_floor`` (``None`` where the reference failed).
 
     Examples
@@ -251,8 +263,14 @@ def run_speed(
             shift = round_index % len(runners)
             for runner in runners[shift:] + runners[:shift]:
                 _timed_steps(runner, steps_per_round, device, record=True)
+        for runner in runners:
+            if runner.error is None:
+                runner.time_searches(device)
+        # What a fit pays per step: the median timed step plus the barrier's search share.
         medians = {
-            r.name: float(np.median(r.times)) if r.times and r.error is None else None
+            r.name: float(np.median(r.times)) + r.search_seconds
+            if r.times and r.error is None
+            else None
             for r in runners
         }
         for runner in runners:
@@ -281,6 +299,7 @@ def _record(d: int, runner: _Runner, medians: dict[str, float | None]) -> dict:
         "features": d,
         "objective": runner.name,
         "median_ms": None if median is None else 1e3 * median,
+        "search_ms": 1e3 * runner.search_seconds,
         "q25_ms": 1e3 * float(np.quantile(times, 0.25)) if times.size else None,
         "q75_ms": 1e3 * float(np.quantile(times, 0.75)) if times.size else None,
         "n_timed": int(times.size),

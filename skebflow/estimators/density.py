@@ -29,6 +29,7 @@ from skebflow.objectives.registry import (
     OBJECTIVES,
     barrier_applies,
     bind_objective,
+    make_regularizers,
 )
 from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
 from skebflow.preprocessing.transforms import PREPROCESSING, Chain, make_preprocessing
@@ -77,6 +78,10 @@ PLATEAU_PATIENCE_FRACTION = 0.25
 #: Rows per batch at inference (bounded memory for large X).
 INFERENCE_BATCH = 8192
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _barrier_thresholds(regularizers: list) -> list[float | None]:
+    return [getattr(r, "threshold", None) for r in regularizers]
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -496,12 +501,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             n_slices=self.n_slices,
             noise_scale=self.noise_scale,
             fd_epsilon=self.fd_epsilon,
-            min_singular_value=min_singular_value,
         )
+        regularizers = make_regularizers(objective, min_singular_value)
         if trainer is None:
-            trainer = Trainer(model, loss, config, generator=generator)
+            trainer = Trainer(model, loss, config, generator=generator, regularizers=regularizers)
         else:  # warm start: same optimizer moments, schedule, EMA and generator
             trainer.loss_fn, trainer.config = loss, config
+            if _barrier_thresholds(trainer.regularizers) != _barrier_thresholds(regularizers):
+                trainer.regularizers = regularizers  # else the barrier keeps its state
         single = device.type == "cpu" and n_features < SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
             result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)

@@ -32,6 +32,7 @@ __all__ = [
     "ObjectiveSpec",
     "barrier_applies",
     "bind_objective",
+    "make_regularizers",
 ]
 
 
@@ -114,8 +115,6 @@ def barrier_applies(name: str) -> bool:
 
 def bind_objective(
     name: str,
-    *,
-    min_singular_value: float | None = None,
     **options: object,
 ) -> Callable[[EnergyModel, Tensor, torch.Generator | None], Tensor]:
     """Return ``loss(model, y, generator)`` for an objective, with its own options bound.
@@ -123,18 +122,14 @@ def bind_objective(
     ``options`` may hold any of :data:`OBJECTIVE_OPTIONS`; each objective receives only
     its own (``n_slices`` for ``"ssm"``, ``noise_scale`` for ``"dsm"``, ``fd_epsilon``
     for ``"fdssm"``), and the ones not given keep the objective's defaults. ``"floor"``
-    binds :func:`~skebflow.objectives.likelihood.mean_energy`. With
-    ``min_singular_value``, an objective for which :func:`barrier_applies` adds a
-    :class:`~skebflow.objectives.regularizers.SingularValueBarrier` on the model's
-    dense layers (a new one per call of this function: it keeps state).
+    binds :func:`~skebflow.objectives.likelihood.mean_energy`. The loss is a pure
+    function; regularizers with state (the barrier) come from :func:`make_regularizers`
+    and are added by the trainer.
 
     Parameters
     ----------
     name : str
         A key of :data:`OBJECTIVE_SPECS`, or ``"floor"``.
-    min_singular_value : float or None, default=None
-        Threshold of the singular-value barrier; ``None`` (or a likelihood objective)
-        adds none.
     **options
         Objective options (keys of :data:`OBJECTIVE_OPTIONS`).
 
@@ -173,11 +168,23 @@ def bind_objective(
     def loss(model: EnergyModel, y: Tensor, generator: torch.Generator | None) -> Tensor:
         return function(model, y, generator=generator, **bound)
 
+    return loss
+
+
+def make_regularizers(
+    name: str, min_singular_value: float | None
+) -> list[Callable[[torch.nn.Module], Tensor]]:
+    """Return the regularizers the trainer adds to the objective ``name``'s loss.
+
+    A :class:`~skebflow.objectives.regularizers.SingularValueBarrier` on the dense
+    layers when :func:`barrier_applies` and a threshold is given (a new one per call: it
+    keeps state), else none.
+
+    Examples
+    --------
+    >>> [type(r).__name__ for r in make_regularizers("ssm", 0.2)], make_regularizers("ml", 0.2)
+    (['SingularValueBarrier'], [])
+    """
     if min_singular_value is None or not barrier_applies(name):
-        return loss
-    barrier = SingularValueBarrier(min_singular_value)
-
-    def barrier_loss(model: EnergyModel, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        return loss(model, y, generator) + barrier(model)
-
-    return barrier_loss
+        return []
+    return [SingularValueBarrier(min_singular_value)]

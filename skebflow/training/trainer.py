@@ -19,7 +19,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +34,7 @@ __all__ = ["TrainConfig", "TrainResult", "Trainer", "make_optimizer", "train", "
 LossFn = Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]
 PrepareFn = Callable[[Tensor, torch.Generator], Tensor]
 ScoreFn = Callable[[EnergyFlow], float]
+Regularizer = Callable[[EnergyFlow], Tensor]
 
 _REMEDIES = (
     "Try a lower learning_rate, a smaller max_grad_norm, objective='dsm' with a larger "
@@ -193,6 +194,7 @@ def train_step(
     generator: torch.Generator,
     ema: EMA | None = None,
     max_grad_norm: float | None = None,
+    regularizers: Sequence[Regularizer] = (),
 ) -> Tensor | None:
     """Run one optimizer step: loss, backward, finiteness check, clipping, step, EMA.
 
@@ -214,12 +216,15 @@ def train_step(
         Averaged copy to update after the step.
     max_grad_norm : float, optional
         Clip the global gradient norm to this value.
+    regularizers : sequence of callable, optional
+        ``regularizer(flow) -> scalar Tensor`` terms added to the loss (the
+        singular-value barrier of :func:`skebflow.objectives.registry.make_regularizers`).
 
     Returns
     -------
     Tensor or None
-        The detached loss, or ``None`` when the loss or a gradient was not finite (then
-        no parameter moved).
+        The detached loss (regularizers included), or ``None`` when the loss or a
+        gradient was not finite (then no parameter moved).
 
     Examples
     --------
@@ -234,6 +239,8 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(flow, y, generator)
+    for regularizer in regularizers:
+        loss = loss + regularizer(flow)
     if not torch.isfinite(loss):
         return None
     # Differentiate with respect to the parameters only: score objectives make their input
@@ -278,6 +285,10 @@ class Trainer:
     generator : torch.Generator
         The only source of randomness (shuffling, objective noise, augmentation); it
         must live on the model's device.
+    regularizers : sequence of callable, optional
+        ``regularizer(model) -> scalar Tensor`` terms added to every step's loss; they
+        may keep state (the singular-value barrier), which the trainer owns with the
+        rest. :attr:`regularizers` may be replaced between calls.
 
     Attributes
     ----------
@@ -311,8 +322,10 @@ class Trainer:
         config: TrainConfig,
         *,
         generator: torch.Generator,
+        regularizers: Sequence[Regularizer] = (),
     ) -> None:
         self.model, self.loss_fn, self.config, self.generator = model, loss_fn, config, generator
+        self.regularizers = list(regularizers)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.parameters, config.learning_rate)
         self.scheduler = None
@@ -359,6 +372,7 @@ class Trainer:
             generator=self.generator,
             ema=self.ema,
             max_grad_norm=self.config.max_grad_norm,
+            regularizers=self.regularizers,
         )
         if loss is None:
             self.n_skipped_steps += 1
@@ -550,6 +564,7 @@ def train(
     generator: torch.Generator,
     prepare: PrepareFn | None = None,
     score_fn: ScoreFn | None = None,
+    regularizers: Sequence[Regularizer] = (),
 ) -> TrainResult:
     """Train ``flow`` by minimizing ``loss_fn`` over minibatches of ``x_train``.
 
@@ -573,5 +588,5 @@ def train(
     >>> result.n_iter
     3
     """
-    trainer = Trainer(flow, loss_fn, config, generator=generator)
+    trainer = Trainer(flow, loss_fn, config, generator=generator, regularizers=regularizers)
     return trainer.fit(x_train, prepare=prepare, score_fn=score_fn)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,9 @@ from skebflow.estimators.density import AUTO_MIN_SINGULAR_VALUE, EBFlowDensity
 from skebflow.nn.architectures import build_fc
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import Dense
-from skebflow.objectives.registry import SCORE_OBJECTIVES, bind_objective
+from skebflow.objectives.registry import SCORE_OBJECTIVES, bind_objective, make_regularizers
 from skebflow.objectives.regularizers import SingularValueBarrier
+from skebflow.training.trainer import make_optimizer, train_step
 
 
 def _matrix(singular_values: list[float], seed: int = 0) -> torch.Tensor:
@@ -82,17 +85,37 @@ def test_bad_settings(kwargs):
         SingularValueBarrier(**kwargs)
 
 
-def test_bound_objective_adds_the_barrier_to_score_matching_only():
+def test_regularizers_add_the_barrier_to_score_matching_only():
     flow = _flow(_matrix([1.0, 0.5, 0.02]))
     y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for name in ("ssm", "dsm", "fdssm", "ml"):
         plain = bind_objective(name)(flow, y, torch.Generator().manual_seed(1))
-        barred = bind_objective(name, min_singular_value=0.1)(
-            flow, y, torch.Generator().manual_seed(1)
-        )
-        gap = (barred - plain).item()
+        penalty = sum(r(flow) for r in make_regularizers(name, 0.1))
         expected = 0.0 if name == "ml" else _exact(flow, 0.1).item()
-        assert gap == pytest.approx(expected, rel=1e-6, abs=1e-12)
+        assert float(penalty) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+        assert torch.isfinite(plain)
+    assert make_regularizers("ssm", None) == []
+
+
+def test_train_step_adds_the_regularizers_to_the_loss():
+    flow = _flow(_matrix([1.0, 0.5, 0.02]))
+    y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    params = list(flow.parameters())
+    losses = []
+    for regularizers in ([], make_regularizers("ssm", 0.1)):
+        copy_of = copy.deepcopy(flow)
+        params = list(copy_of.parameters())
+        loss = train_step(
+            copy_of,
+            bind_objective("ssm"),
+            y,
+            optimizer=make_optimizer(params, 1e-3),
+            parameters=params,
+            generator=torch.Generator().manual_seed(1),
+            regularizers=regularizers,
+        )
+        losses.append(float(loss))
+    assert losses[1] - losses[0] == pytest.approx(_exact(flow, 0.1).item(), rel=1e-6)
 
 
 def test_estimator_trains_with_the_barrier():
