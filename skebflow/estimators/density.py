@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -78,6 +79,46 @@ PLATEAU_PATIENCE_FRACTION = 0.25
 #: Rows per batch at inference (bounded memory for large X).
 INFERENCE_BATCH = 8192
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _training_data(
+    chain: Chain,
+    x_train: Tensor,
+    x_val: Tensor,
+    dtype: torch.dtype,
+    dequantize: bool,
+    match_after_preprocessing: bool,
+) -> tuple[Tensor, Callable | None, Callable | None]:
+    """Return what the trainer gets: training data, ``prepare`` and the validation score.
+
+    With Match after Preprocessing the objective sees the preprocessed data; without it
+    the preprocessing is the flow's first layer (:mod:`skebflow.preprocessing.inside`) and
+    only the dequantization noise stays outside. With ``dequantize`` every minibatch gets
+    fresh noise (``prepare``); otherwise the data are mapped once. The score is the
+    validation log-likelihood in the units of ``x`` (``None`` without validation rows).
+    """
+    inner = chain if match_after_preprocessing else Chain()
+    prepare = None
+    if dequantize:
+        train_data = x_train
+
+        def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
+            return inner.forward(chain.augment(batch, gen))[0].to(dtype)
+
+    else:
+        with torch.no_grad():
+            train_data = inner.forward(x_train)[0].to(dtype)
+    if not len(x_val):
+        return train_data, prepare, None
+    with torch.no_grad():
+        y_val, ladj_val = inner.forward(x_val)
+        y_val, offset = y_val.to(dtype), float(ladj_val.mean())
+
+    def score_fn(model: EnergyFlow) -> float:
+        with torch.no_grad():
+            return float(model.log_prob(y_val).mean()) + offset
+
+    return train_data, prepare, score_fn
 
 
 def _barrier_thresholds(regularizers: list) -> list[float | None]:
@@ -448,34 +489,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         chain.check(x_all.to(device))
 
         x_train, x_val = x_train.to(device), x_val.to(device)
-        # Without MaP the objective sees x itself: the preprocessing becomes the flow's
-        # first layer (skebflow.preprocessing.inside) and only the dequantization noise stays
-        # outside.
-        inner = chain if self.match_after_preprocessing else Chain()
         model = flow
         if trainer is not None:
             model = trainer.model
         elif not self.match_after_preprocessing:
             model = with_preprocessing(flow, copy.deepcopy(chain).to(dtype=dtype))
-        if self.dequantize:
-            train_data = x_train
-
-            def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
-                return inner.forward(chain.augment(batch, gen))[0].to(dtype)
-
-        else:
-            with torch.no_grad():
-                train_data = inner.forward(x_train)[0].to(dtype)
-            prepare = None
-        score_fn = None
-        if n_val:
-            with torch.no_grad():
-                y_val, ladj_val = inner.forward(x_val)
-                y_val, offset = y_val.to(dtype), float(ladj_val.mean())
-
-            def score_fn(model: EnergyFlow) -> float:
-                with torch.no_grad():
-                    return float(model.log_prob(y_val).mean()) + offset
+        train_data, prepare, score_fn = _training_data(
+            chain, x_train, x_val, dtype, self.dequantize, self.match_after_preprocessing
+        )
 
         batch_size, ema_decay = self._resolve_batch_and_ema(len(train_data))
         lr_patience = None

@@ -19,247 +19,30 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from skebflow.nn.flow import EnergyFlow
+from skebflow.training.config import (
+    LossFn,
+    PrepareFn,
+    Regularizer,
+    ScoreFn,
+    TrainConfig,
+    TrainResult,
+)
 from skebflow.training.ema import EMA
+from skebflow.training.step import make_optimizer, train_step
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "make_optimizer", "train", "train_step"]
-
-LossFn = Callable[[EnergyFlow, Tensor, torch.Generator], Tensor]
-PrepareFn = Callable[[Tensor, torch.Generator], Tensor]
-ScoreFn = Callable[[EnergyFlow], float]
-Regularizer = Callable[[EnergyFlow], Tensor]
 
 _REMEDIES = (
     "Try a lower learning_rate, a smaller max_grad_norm, objective='dsm' with a larger "
     "noise_scale, or preprocessing='standardize'."
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of :class:`Trainer` (the estimator's names, meanings and defaults).
-
-    ``EBFlowDensity`` reads its defaults of ``max_iter``, ``n_iter_no_change``, ``tol``,
-    ``max_grad_norm`` and the plateau factor from here; its ``"auto"`` settings
-    (learning rate, batch size, EMA decay) are resolved from the data and passed in.
-
-    Attributes
-    ----------
-    learning_rate : float
-        Adam step size.
-    batch_size : int
-        Minibatch size (clipped to the number of training samples).
-    max_iter : int
-        Maximum number of epochs.
-    n_iter_no_change : int
-        Epochs without an improvement larger than ``tol`` before stopping.
-    tol : float
-        Minimum improvement of the monitored quantity.
-    ema_decay : float or None
-        EMA decay of the weights, with warm-up ``min(decay, (1 + n) / (10 + n))``;
-        ``None`` or 0 disables the EMA.
-    max_grad_norm : float or None
-        Clip the global gradient norm to this value; ``None`` disables clipping.
-    max_consecutive_skips : int
-        Non-finite steps in a row after which training fails.
-    lr_patience : int or None
-        Reduce-on-plateau schedule: multiply the learning rate by ``lr_factor`` after
-        this many epochs without an improvement larger than ``tol`` of the monitored
-        quantity (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`); ``None`` keeps
-        the learning rate constant.
-    lr_factor : float
-        Factor of each reduction.
-    verbose : int
-        0 silent, 1 a progress bar, 2 a line per epoch.
-    """
-
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    max_iter: int = 200
-    n_iter_no_change: int = 12
-    tol: float = 1e-4
-    ema_decay: float | None = 0.999
-    max_grad_norm: float | None = 10.0
-    max_consecutive_skips: int = 20
-    lr_patience: int | None = None
-    lr_factor: float = 0.5
-    verbose: int = 0
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` reports.
-
-    Attributes
-    ----------
-    flow : EnergyFlow
-        The model to keep: the EMA weights (or the raw weights without EMA) of the best
-        validation epoch when a validation score was monitored, else of the last epoch.
-    loss_curve : list of float
-        Mean training loss per epoch.
-    validation_scores : list of float
-        Validation score per epoch (empty without ``score_fn``).
-    n_iter : int
-        Epochs run.
-    n_steps : int
-        Optimizer steps taken.
-    n_skipped_steps : int
-        Steps skipped because the loss or a gradient was not finite.
-    converged : bool
-        Whether the stopping rule fired before ``max_iter``.
-    interrupted : bool
-        Whether a :class:`KeyboardInterrupt` ended training.
-    best_epoch : int or None
-        Epoch (1-based) whose weights were kept when validation was monitored.
-    final_learning_rate : float or None
-        The learning rate at the end (after any reductions of the schedule).
-    """
-
-    flow: EnergyFlow
-    loss_curve: list[float] = field(default_factory=list)
-    validation_scores: list[float] = field(default_factory=list)
-    n_iter: int = 0
-    n_steps: int = 0
-    n_skipped_steps: int = 0
-    converged: bool = False
-    interrupted: bool = False
-    best_epoch: int | None = None
-    final_learning_rate: float | None = None
-
-
-def make_optimizer(parameters: list[Tensor], learning_rate: float) -> torch.optim.Adam:
-    """Return Adam, fused into one kernel per step where torch supports it (CPU, CUDA).
-
-    The fused update is several times faster than the per-parameter one for large dense
-    layers (measured in ``docs/benchmarks.md``).
-
-    Parameters
-    ----------
-    parameters : list of Tensor
-        The parameters to optimize.
-    learning_rate : float
-        Step size.
-
-    Returns
-    -------
-    torch.optim.Adam
-        The optimizer.
-
-    Examples
-    --------
-    >>> make_optimizer([torch.nn.Parameter(torch.zeros(2))], 1e-3).defaults["fused"]
-    True
-    """
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
-    return torch.optim.Adam(parameters, lr=learning_rate, fused=fused or None)
-
-
-def _grad_norm(parameters: list[Tensor]) -> Tensor:
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def _like_parameter(grad: Tensor | None, param: Tensor) -> Tensor | None:
-    """Return ``grad`` with the memory layout (strides) of ``param``.
-
-    Fused optimizers (``Adam(fused=True)`` on CPU and CUDA) walk a parameter and its
-    gradient as flat buffers, so a gradient whose strides differ from its parameter's
-    (say, a row-major gradient of a transposed weight) is applied transposed, silently.
-    ``AccumulateGrad`` (``loss.backward()``) gives gradients their parameter's layout;
-    so does this helper for gradients from :func:`torch.autograd.grad`, which can also
-    be expanded views of a broadcast.
-    """
-    if grad is None or grad.stride() == param.stride():
-        return grad
-    laid_out = torch.empty_like(param, memory_format=torch.preserve_format)
-    return laid_out.copy_(grad)
-
-
-def train_step(
-    flow: EnergyFlow,
-    loss_fn: LossFn,
-    y: Tensor,
-    *,
-    optimizer: torch.optim.Optimizer,
-    parameters: list[Tensor],
-    generator: torch.Generator,
-    ema: EMA | None = None,
-    max_grad_norm: float | None = None,
-    regularizers: Sequence[Regularizer] = (),
-) -> Tensor | None:
-    """Run one optimizer step: loss, backward, finiteness check, clipping, step, EMA.
-
-    Parameters
-    ----------
-    flow : EnergyFlow
-        The model being trained.
-    loss_fn : callable
-        ``loss_fn(flow, y, generator) -> scalar Tensor``.
-    y : Tensor of shape (n, D)
-        The (prepared) minibatch.
-    optimizer : torch.optim.Optimizer
-        Optimizer over ``parameters``.
-    parameters : list of Tensor
-        The trained parameters (all of them require gradients).
-    generator : torch.Generator
-        Source of the objective's noise.
-    ema : EMA, optional
-        Averaged copy to update after the step.
-    max_grad_norm : float, optional
-        Clip the global gradient norm to this value.
-    regularizers : sequence of callable, optional
-        ``regularizer(flow) -> scalar Tensor`` terms added to the loss (the
-        singular-value barrier of :func:`skebflow.objectives.registry.make_regularizers`).
-
-    Returns
-    -------
-    Tensor or None
-        The detached loss (regularizers included), or ``None`` when the loss or a
-        gradient was not finite (then no parameter moved).
-
-    Examples
-    --------
-    >>> from skebflow.nn.architectures import build_fc
-    >>> flow = build_fc(2).double()
-    >>> params = list(flow.parameters())
-    >>> loss = train_step(flow, lambda f, y, g: f.energy(y).mean(), torch.ones(4, 2).double(),
-    ...                   optimizer=make_optimizer(params, 1e-3), parameters=params,
-    ...                   generator=torch.Generator())
-    >>> bool(torch.isfinite(loss))
-    True
-    """
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(flow, y, generator)
-    for regularizer in regularizers:
-        loss = loss + regularizer(flow)
-    if not torch.isfinite(loss):
-        return None
-    # Differentiate with respect to the parameters only: score objectives make their input
-    # a leaf that requires grad, and ``loss.backward()`` would also compute (and throw
-    # away) the gradient with respect to that input, one more D x D product per layer.
-    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-    for param, grad in zip(parameters, grads, strict=True):
-        param.grad = _like_parameter(grad, param)
-    norm = _grad_norm(parameters)
-    if not torch.isfinite(norm):
-        return None
-    if max_grad_norm is not None:
-        scale = min(1.0, max_grad_norm / (float(norm) + 1e-12))
-        if scale < 1.0:
-            torch._foreach_mul_([p.grad for p in parameters if p.grad is not None], scale)
-    optimizer.step()
-    if ema is not None:
-        ema.update()
-    return loss.detach()
 
 
 class Trainer:
