@@ -33,12 +33,12 @@ import torch
 from torch import Tensor
 
 from skebflow.bench.tasks import format_number
-from skebflow.estimators.density import (
+from skebflow.estimators.defaults import (
     AUTO_EMA_MAX_DECAY,
     AUTO_MIN_SINGULAR_VALUE,
     DEFAULT_LEARNING_RATES,
-    EBFlowDensity,
 )
+from skebflow.estimators.density import EBFlowDensity
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.nn.linear import Dense
 from skebflow.objectives.registry import OBJECTIVE_OPTIONS, bind_objective, make_regularizers

@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
+import skebflow.estimators.defaults as auto
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
 from skebflow.objectives.registry import (
@@ -46,36 +47,6 @@ from skebflow.utils.tensors import (
 
 __all__ = ["EBFlowDensity"]
 
-#: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
-AUTO_SPLINE_MAX_FEATURES = 128
-#: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
-#: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
-#: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
-#: (docs/defaults.md, docs/benchmarks.md).
-AUTO_SSM_MIN_FEATURES = 2048
-#: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
-#: on standardized or logit-mapped data (docs/defaults.md).
-AUTO_MIN_SINGULAR_VALUE = 0.2
-#: Default number of blocks per architecture when ``n_blocks=None``.
-DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4}
-#: ``learning_rate="auto"`` per architecture (docs/defaults.md).
-DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3, "autoregressive": 3e-3}
-#: Below this many features a CPU fit trains on one intra-op thread (small operations run
-#: several times faster without thread hand-off); larger models use torch's setting.
-SINGLE_THREAD_MAX_FEATURES = 256
-#: ``batch_size="auto"``: about ``n_train / AUTO_BATCH_STEPS`` rows (so that an epoch has
-#: about this many steps), rounded to a power of two and clipped to
-#: ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]`` (docs/defaults.md).
-AUTO_BATCH_STEPS = 20
-AUTO_BATCH_MIN = 32
-AUTO_BATCH_MAX = 512
-#: ``ema_decay="auto"``: the average spans about one epoch of steps, at least
-#: ``AUTO_EMA_MIN_STEPS``, at most ``1 / (1 - AUTO_EMA_MAX_DECAY)``.
-AUTO_EMA_MIN_STEPS = 10
-AUTO_EMA_MAX_DECAY = 0.999
-#: ``lr_schedule="plateau"`` halves the learning rate after this fraction of
-#: ``n_iter_no_change`` epochs without improvement.
-PLATEAU_PATIENCE_FRACTION = 0.25
 #: Rows per batch at inference (bounded memory for large X).
 INFERENCE_BATCH = 8192
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -398,10 +369,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     def _resolve(self, n_features: int) -> tuple[str, str]:
         architecture = self.architecture
         if architecture == "auto":
-            architecture = "spline" if n_features <= AUTO_SPLINE_MAX_FEATURES else "fc"
+            architecture = auto.auto_architecture(n_features)
         objective = self.objective
         if objective == "auto":
-            objective = "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
+            objective = auto.auto_objective(n_features)
         return architecture, objective
 
     def _resolve_barrier(self, objective: str) -> float | None:
@@ -410,26 +381,24 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             return None
         if self.min_singular_value != "auto":
             return self.min_singular_value
-        return AUTO_MIN_SINGULAR_VALUE if self.preprocessing is not None else None
+        return auto.AUTO_MIN_SINGULAR_VALUE if self.preprocessing is not None else None
 
     def _resolve_batch_and_ema(self, n_train: int) -> tuple[int, float | None]:
         """Batch size and EMA decay for ``n_train`` training rows (``"auto"`` resolved)."""
         batch_size = self.batch_size
         if batch_size == "auto":
-            rows = max(1.0, n_train / AUTO_BATCH_STEPS)
-            batch_size = int(np.clip(2 ** round(math.log2(rows)), AUTO_BATCH_MIN, AUTO_BATCH_MAX))
+            batch_size = auto.auto_batch_size(n_train)
         batch_size = min(int(batch_size), n_train)
         ema_decay = self.ema_decay
         if ema_decay == "auto":
-            steps = max(AUTO_EMA_MIN_STEPS, math.ceil(n_train / batch_size))
-            ema_decay = min(AUTO_EMA_MAX_DECAY, 1.0 - 1.0 / steps)
+            ema_decay = auto.auto_ema_decay(n_train, batch_size)
         self.batch_size_, self.ema_decay_ = batch_size, ema_decay or None
         return batch_size, ema_decay or None
 
     def _build_flow(
         self, architecture: str, n_features: int, generator: torch.Generator
     ) -> EnergyFlow:
-        n_blocks = self.n_blocks if self.n_blocks is not None else DEFAULT_BLOCKS[architecture]
+        n_blocks = self.n_blocks if self.n_blocks is not None else auto.DEFAULT_BLOCKS[architecture]
         options: dict = {"n_blocks": n_blocks, "generator": generator}
         if architecture in ("coupling", "spline", "autoregressive"):
             options["hidden_features"] = self.hidden_features
@@ -501,10 +470,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         batch_size, ema_decay = self._resolve_batch_and_ema(len(train_data))
         lr_patience = None
         if self.lr_schedule == "plateau":
-            lr_patience = max(1, round(PLATEAU_PATIENCE_FRACTION * self.n_iter_no_change))
+            lr_patience = auto.plateau_patience(self.n_iter_no_change)
         learning_rate = self.learning_rate
         if learning_rate == "auto":
-            learning_rate = DEFAULT_LEARNING_RATES[architecture]
+            learning_rate = auto.DEFAULT_LEARNING_RATES[architecture]
         self.learning_rate_ = learning_rate
         config = TrainConfig(
             learning_rate=learning_rate,
@@ -530,7 +499,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             trainer.loss_fn, trainer.config = loss, config
             if _barrier_thresholds(trainer.regularizers) != _barrier_thresholds(regularizers):
                 trainer.regularizers = regularizers  # else the barrier keeps its state
-        single = device.type == "cpu" and n_features < SINGLE_THREAD_MAX_FEATURES
+        single = device.type == "cpu" and n_features < auto.SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
             result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
         # The trainer (the optimizer's moments, the EMA) is kept only for a warm start.

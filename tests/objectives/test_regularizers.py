@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import skebflow.estimators.density as estimator_module
-from skebflow.estimators.density import AUTO_MIN_SINGULAR_VALUE, EBFlowDensity
+import skebflow.estimators.defaults as defaults_module
+from skebflow.estimators.defaults import AUTO_MIN_SINGULAR_VALUE
+from skebflow.estimators.density import EBFlowDensity
 from skebflow.nn.architectures import build_fc
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import Dense
@@ -157,7 +158,7 @@ def test_auto_barrier_is_on_for_score_matching_on_preprocessed_data(
 
 def test_auto_barrier_reaches_the_training_loss(monkeypatch):
     # A threshold above the initial singular values makes the barrier active at once.
-    monkeypatch.setattr(estimator_module, "AUTO_MIN_SINGULAR_VALUE", 1.5)
+    monkeypatch.setattr(defaults_module, "AUTO_MIN_SINGULAR_VALUE", 1.5)
     X = np.random.default_rng(2).normal(size=(120, 3))
     params = {"objective": "ssm", "architecture": "fc", "max_iter": 2, "random_state": 0}
     auto = EBFlowDensity(**params).fit(X)

@@ -1,0 +1,119 @@
+"""The ``"auto"`` settings of the estimators: each rule and its constants, in one place.
+
+Every value comes from a measurement in ``docs/defaults.md``. The estimators read these
+at fit time (so a test or a study can change one in one place).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "AUTO_BATCH_MAX",
+    "AUTO_BATCH_MIN",
+    "AUTO_BATCH_STEPS",
+    "AUTO_EMA_MAX_DECAY",
+    "AUTO_EMA_MIN_STEPS",
+    "AUTO_MIN_SINGULAR_VALUE",
+    "AUTO_SPLINE_MAX_FEATURES",
+    "AUTO_SSM_MIN_FEATURES",
+    "DEFAULT_BLOCKS",
+    "DEFAULT_LEARNING_RATES",
+    "PLATEAU_PATIENCE_FRACTION",
+    "SINGLE_THREAD_MAX_FEATURES",
+    "auto_architecture",
+    "auto_batch_size",
+    "auto_ema_decay",
+    "auto_objective",
+    "plateau_patience",
+]
+
+#: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
+AUTO_SPLINE_MAX_FEATURES = 128
+#: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
+#: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
+#: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
+#: (docs/defaults.md, docs/benchmarks.md).
+AUTO_SSM_MIN_FEATURES = 2048
+#: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
+#: on standardized or logit-mapped data (docs/defaults.md).
+AUTO_MIN_SINGULAR_VALUE = 0.2
+#: Default number of blocks per architecture when ``n_blocks=None``.
+DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4}
+#: ``learning_rate="auto"`` per architecture (docs/defaults.md).
+DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3, "autoregressive": 3e-3}
+#: Below this many features a CPU fit trains on one intra-op thread (small operations run
+#: several times faster without thread hand-off); larger models use torch's setting.
+SINGLE_THREAD_MAX_FEATURES = 256
+#: ``batch_size="auto"``: about ``n_train / AUTO_BATCH_STEPS`` rows (so that an epoch has
+#: about this many steps), rounded to a power of two and clipped to
+#: ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]`` (docs/defaults.md).
+AUTO_BATCH_STEPS = 20
+AUTO_BATCH_MIN = 32
+AUTO_BATCH_MAX = 512
+#: ``ema_decay="auto"``: the average spans about one epoch of steps, at least
+#: ``AUTO_EMA_MIN_STEPS``, at most ``1 / (1 - AUTO_EMA_MAX_DECAY)``.
+AUTO_EMA_MIN_STEPS = 10
+AUTO_EMA_MAX_DECAY = 0.999
+#: ``lr_schedule="plateau"`` halves the learning rate after this fraction of
+#: ``n_iter_no_change`` epochs without improvement.
+PLATEAU_PATIENCE_FRACTION = 0.25
+
+
+def auto_architecture(n_features: int) -> str:
+    """``architecture="auto"``: the spline flow up to 128 features, the FC flow above.
+
+    Examples
+    --------
+    >>> auto_architecture(2), auto_architecture(784)
+    ('spline', 'fc')
+    """
+    return "spline" if n_features <= AUTO_SPLINE_MAX_FEATURES else "fc"
+
+
+def auto_objective(n_features: int) -> str:
+    """``objective="auto"``: maximum likelihood below 2048 features, SSM from 2048 on.
+
+    Examples
+    --------
+    >>> auto_objective(64), auto_objective(3072)
+    ('ml', 'ssm')
+    """
+    return "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
+
+
+def auto_batch_size(n_train: int) -> int:
+    """``batch_size="auto"``: about ``n_train / 20`` rows, a power of two in [32, 512].
+
+    Examples
+    --------
+    >>> auto_batch_size(100), auto_batch_size(1300), auto_batch_size(10_000)
+    (32, 64, 512)
+    """
+    rows = max(1.0, n_train / AUTO_BATCH_STEPS)
+    return int(np.clip(2 ** round(math.log2(rows)), AUTO_BATCH_MIN, AUTO_BATCH_MAX))
+
+
+def auto_ema_decay(n_train: int, batch_size: int) -> float:
+    """``ema_decay="auto"``: an average over about one epoch of steps (10 to 1000).
+
+    Examples
+    --------
+    >>> round(auto_ema_decay(10_000, 512), 4)
+    0.95
+    """
+    steps = max(AUTO_EMA_MIN_STEPS, math.ceil(n_train / batch_size))
+    return min(AUTO_EMA_MAX_DECAY, 1.0 - 1.0 / steps)
+
+
+def plateau_patience(n_iter_no_change: int) -> int:
+    """Epochs without improvement before the plateau schedule halves the learning rate.
+
+    Examples
+    --------
+    >>> plateau_patience(12)
+    3
+    """
+    return max(1, round(PLATEAU_PATIENCE_FRACTION * n_iter_no_change))
