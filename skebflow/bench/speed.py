@@ -40,7 +40,6 @@ from skebflow.estimators.defaults import (
 )
 from skebflow.estimators.density import EBFlowDensity
 from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.nn.linear import Dense
 from skebflow.objectives.registry import OBJECTIVE_OPTIONS, bind_objective, make_regularizers
 from skebflow.objectives.regularizers import SingularValueBarrier
 from skebflow.training.trainer import TrainConfig, Trainer
@@ -103,15 +102,13 @@ class _Runner:
         cost; the search's share of a step, ``search time / refresh``, is measured here.
         """
         barriers = [r for r in self.trainer.regularizers if isinstance(r, SingularValueBarrier)]
-        dense = [m for m in self.trainer.model.modules() if isinstance(m, Dense)]
         total = 0.0
         for barrier in barriers:
             times = []
             for _ in range(repeats):
                 _synchronize(device)
                 start = time.perf_counter()
-                for key, layer in enumerate(dense):
-                    barrier._search(key, layer.weight)
+                barrier.search(self.trainer.model)
                 _synchronize(device)
                 times.append(time.perf_counter() - start)
             total += float(np.median(times)) / barrier.refresh

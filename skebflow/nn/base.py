@@ -24,10 +24,10 @@ loop handles it.
 **Derivative rules.** A layer may bring the rules of the fast score paths
 (:mod:`skebflow.objectives.jets`) as methods:
 
-* :meth:`Layer.jet` pushes a 2-jet ``(x, dx, ddx)`` (primal ``(n, *event)``, ``S``
+* ``jet(x, dx, ddx)`` pushes a 2-jet ``(x, dx, ddx)`` (primal ``(n, *event)``, ``S``
   tangents ``(S, n, *event)``, second-order tangents or ``None`` while they are zero)
   through the layer and returns the output jet and the jet of its log-determinant;
-* :meth:`Layer.tangent` pushes the primal and first-order tangents only, recording on a
+* ``tangent(x, dx, tape)`` pushes the primal and first-order tangents only, recording on a
   :class:`TangentTape` what the score's reverse pass needs.
 
 Constant-Jacobian layers get both from their affine ``map``; a layer without them makes
@@ -116,24 +116,15 @@ class Layer(nn.Module, abc.ABC):
         """Return the event shape this layer outputs for ``event_shape`` (the same)."""
         return tuple(event_shape)
 
-    def jet(
-        self, x: Tensor, dx: Tensor, ddx: Tensor | None
-    ) -> tuple[Jet, tuple[Tensor, Tensor, Tensor] | None]:
-        """Push a 2-jet through the layer (module docstring); not available by default.
-
-        Returns the output jet and ``(ladj, dladj, ddladj)`` of shapes ``(n,)``,
-        ``(S, n)``, ``(S, n)``, or ``None`` for a constant Jacobian.
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no second-order rule.")
-
-    def tangent(self, x: Tensor, dx: Tensor, tape: TangentTape) -> tuple[Tensor, Tensor]:
-        """Push the primal and first-order tangents through the layer; record on ``tape``."""
-        raise NotImplementedError(f"{type(self).__name__} has no first-order rule.")
-
     @classmethod
     def has_derivative_rules(cls) -> bool:
-        """Whether the layer brings :meth:`jet` and :meth:`tangent`."""
-        return cls.jet is not Layer.jet and cls.tangent is not Layer.tangent
+        """Whether the layer brings both rules of the fast score paths.
+
+        The rules are optional methods (module docstring): ``jet(x, dx, ddx) -> (jet,
+        ladj_jet or None)`` and ``tangent(x, dx, tape) -> (y, dy)``. A layer without them
+        makes the score objectives use autograd.
+        """
+        return callable(getattr(cls, "jet", None)) and callable(getattr(cls, "tangent", None))
 
 
 class ConstantJacobianLayer(Layer):

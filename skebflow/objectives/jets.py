@@ -32,8 +32,8 @@ equals the sum of those sources weighted by the adjoints :math:`\bar a = \partia
 
 Each dense layer then costs three products (primal, tangents, reverse) instead of four.
 
-The rules are methods of the layers (:meth:`~skebflow.nn.base.Layer.jet`,
-:meth:`~skebflow.nn.base.Layer.tangent`), and both functions run through the flow's one
+The rules are optional methods of the layers (``jet`` and
+``tangent``, see :mod:`skebflow.nn.base`), and both functions run through the flow's one
 loop (:meth:`~skebflow.nn.flow.EnergyFlow.walk`), so they work for any event shape and
 for flows with a multi-scale :class:`~skebflow.nn.base.Split`.
 

@@ -35,6 +35,10 @@ __all__ = ["SingularValueBarrier"]
 _INVERSE_ITERATIONS = 3
 
 
+def _dense_layers(flow: nn.Module) -> list[Dense]:
+    return [m for m in flow.modules() if isinstance(m, Dense)]
+
+
 class SingularValueBarrier:
     r"""Penalty on singular values of dense layers that fall below ``threshold``.
 
@@ -109,9 +113,18 @@ class SingularValueBarrier:
         keep = values < 2.0 * self.threshold
         self._pairs[key] = (left[:, keep], basis @ right_h[keep].mT)
 
+    def search(self, flow: nn.Module) -> None:
+        """Search every dense layer of ``flow`` for its small singular pairs now.
+
+        :meth:`__call__` does this every ``refresh`` calls; the cost is one LU
+        factorization per layer (``bench speed`` times it).
+        """
+        for key, layer in enumerate(_dense_layers(flow)):
+            self._search(key, layer.weight)
+
     def __call__(self, flow: nn.Module) -> Tensor:
         """Return the penalty for the current weights of ``flow``'s dense layers."""
-        dense = [m for m in flow.modules() if isinstance(m, Dense)]
+        dense = _dense_layers(flow)
         search = self.n_calls % self.refresh == 0
         self.n_calls += 1
         total = None
