@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
-from collections.abc import Callable
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import Tensor
+from sklearn.utils.validation import validate_data
 
 import skebflow.estimators.defaults as auto
+from skebflow.estimators.fitting import (
+    barrier_thresholds,
+    bounds_pair,
+    training_data,
+    warn_about_training,
+)
+from skebflow.estimators.inference import FittedFlowMixin
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
 from skebflow.objectives.registry import (
@@ -34,69 +37,21 @@ from skebflow.objectives.registry import (
     make_regularizers,
 )
 from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
-from skebflow.preprocessing.transforms import PREPROCESSING, Chain, make_preprocessing
+from skebflow.preprocessing.transforms import PREPROCESSING, make_preprocessing
 from skebflow.training.trainer import TrainConfig, Trainer
 from skebflow.utils.tensors import (
     as_tensor,
     intra_op_threads,
-    make_generator,
     resolve_device,
     seed_from_random_state,
-    to_numpy,
 )
 
 __all__ = ["EBFlowDensity"]
 
-#: Rows per batch at inference (bounded memory for large X).
-INFERENCE_BATCH = 8192
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _training_data(
-    chain: Chain,
-    x_train: Tensor,
-    x_val: Tensor,
-    dtype: torch.dtype,
-    dequantize: bool,
-    match_after_preprocessing: bool,
-) -> tuple[Tensor, Callable | None, Callable | None]:
-    """Return what the trainer gets: training data, ``prepare`` and the validation score.
-
-    With Match after Preprocessing the objective sees the preprocessed data; without it
-    the preprocessing is the flow's first layer (:mod:`skebflow.preprocessing.inside`) and
-    only the dequantization noise stays outside. With ``dequantize`` every minibatch gets
-    fresh noise (``prepare``); otherwise the data are mapped once. The score is the
-    validation log-likelihood in the units of ``x`` (``None`` without validation rows).
-    """
-    inner = chain if match_after_preprocessing else Chain()
-    prepare = None
-    if dequantize:
-        train_data = x_train
-
-        def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
-            return inner.forward(chain.augment(batch, gen))[0].to(dtype)
-
-    else:
-        with torch.no_grad():
-            train_data = inner.forward(x_train)[0].to(dtype)
-    if not len(x_val):
-        return train_data, prepare, None
-    with torch.no_grad():
-        y_val, ladj_val = inner.forward(x_val)
-        y_val, offset = y_val.to(dtype), float(ladj_val.mean())
-
-    def score_fn(model: EnergyFlow) -> float:
-        with torch.no_grad():
-            return float(model.log_prob(y_val).mean()) + offset
-
-    return train_data, prepare, score_fn
-
-
-def _barrier_thresholds(regularizers: list) -> list[float | None]:
-    return [getattr(r, "threshold", None) for r in regularizers]
-
-
-class EBFlowDensity(DensityMixin, BaseEstimator):
+class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
     r"""Density estimation with an energy-based normalizing flow trained by score matching.
 
     The flow's log-density splits into an energy, which training touches, and a
@@ -449,7 +404,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
         else:
             chain = make_preprocessing(
-                self.preprocessing, bounds=_bounds(self.bounds), dequantize=self.dequantize
+                self.preprocessing, bounds=bounds_pair(self.bounds), dequantize=self.dequantize
             )
             chain = chain.fit(x_train).to(device=device, dtype=torch.float64)
             flow = self._build_flow(architecture, n_features, cpu_generator).to(
@@ -463,7 +418,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             model = trainer.model
         elif not self.match_after_preprocessing:
             model = with_preprocessing(flow, copy.deepcopy(chain).to(dtype=dtype))
-        train_data, prepare, score_fn = _training_data(
+        train_data, prepare, score_fn = training_data(
             chain, x_train, x_val, dtype, self.dequantize, self.match_after_preprocessing
         )
 
@@ -497,7 +452,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             trainer = Trainer(model, loss, config, generator=generator, regularizers=regularizers)
         else:  # warm start: same optimizer moments, schedule, EMA and generator
             trainer.loss_fn, trainer.config = loss, config
-            if _barrier_thresholds(trainer.regularizers) != _barrier_thresholds(regularizers):
+            if barrier_thresholds(trainer.regularizers) != barrier_thresholds(regularizers):
                 trainer.regularizers = regularizers  # else the barrier keeps its state
         single = device.type == "cpu" and n_features < auto.SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
@@ -526,115 +481,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 "The trained flow has a singular linear layer (log-normalizer "
                 f"{self.log_normalizer_}); try a lower learning_rate or another objective."
             )
-        if result.n_skipped_steps:
-            warnings.warn(
-                f"{result.n_skipped_steps} of {result.n_steps + result.n_skipped_steps} "
-                "training steps had a non-finite loss or gradient and were skipped.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if not result.converged and not result.interrupted and result.n_iter == self.max_iter:
-            warnings.warn(
-                f"EBFlowDensity stopped after max_iter={self.max_iter} epochs without "
-                "converging; consider increasing max_iter.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        warn_about_training(result, self.max_iter)
         return self
-
-    # ---------------------------------------------------------------- inference
-    def _check_input(self, X: object) -> Tensor:
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        x = as_tensor(X, dtype=torch.float64, device=self.device_)
-        self.preprocessing_.check(x)
-        return x
-
-    def _log_prob(self, x: Tensor) -> Tensor:
-        y, ladj = self.preprocessing_.forward(x)
-        log_z = torch.as_tensor(self.log_normalizer_, dtype=torch.float64, device=x.device)
-        return self.flow_.log_prob(y, log_z) + ladj
-
-    def score_samples(self, X: object) -> np.ndarray:
-        r"""Return the log-density of each sample, in the units of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to evaluate.
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-            :math:`\log p(x)`, float64; exactly normalized over the space of ``X``.
-        """
-        x = self._check_input(X)
-        with torch.no_grad():
-            parts = [self._log_prob(chunk) for chunk in x.split(INFERENCE_BATCH)]
-        return to_numpy(torch.cat(parts))
-
-    def score(self, X: object, y: object = None) -> float:
-        """Return the mean log-likelihood per sample (GaussianMixture's convention).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to evaluate.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        float
-            Mean of :meth:`score_samples`.
-        """
-        return float(np.mean(self.score_samples(X)))
-
-    def score_gradient(self, X: object) -> np.ndarray:
-        r"""Return :math:`\nabla_x \log p(x)` in the units of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to evaluate.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features)
-            The score function.
-        """
-        x = self._check_input(X)
-        parts = []
-        for chunk in x.split(INFERENCE_BATCH):
-            with torch.enable_grad():
-                chunk = chunk.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self._log_prob(chunk).sum(), chunk)
-            parts.append(grad)
-        return to_numpy(torch.cat(parts))
-
-    def sample(self, n_samples: int = 1, random_state: object = None) -> np.ndarray:
-        """Draw exact samples by inverting the flow.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            Number of samples.
-        random_state : int, RandomState instance or None, default=None
-            Seeds a local generator; the global RNGs are never touched.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features)
-            The samples (only ``X``, as :meth:`KernelDensity.sample`).
-        """
-        check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        generator = make_generator(random_state, self.device_)
-        with torch.no_grad():
-            y = self.flow_.sample(int(n_samples), generator=generator)
-            x = self.preprocessing_.inverse(y)
-        return to_numpy(x)
 
     # ------------------------------------------------------------ sklearn glue
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
@@ -642,29 +490,3 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        if "flow_" in state:
-            state = dict(state)
-            state["flow_"] = copy.deepcopy(self.flow_).cpu()
-            state["preprocessing_"] = copy.deepcopy(self.preprocessing_).cpu()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "flow_" in state:
-            device = self.device_
-            if device.type == "cuda" and not torch.cuda.is_available():
-                device = torch.device("cpu")
-            self.device_ = device
-            self.flow_ = self.flow_.to(device)
-            self.preprocessing_ = self.preprocessing_.to(device)
-
-
-def _bounds(bounds: object) -> tuple | None:
-    if bounds is None:
-        return None
-    if len(bounds) != 2:
-        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}.")
-    return tuple(bounds)

@@ -1,20 +1,7 @@
-"""Match-after-Preprocessing (MaP) transforms applied outside the flow.
+"""The standardizing and dequantizing transforms, their chain, and the factory.
 
-The flow is trained on ``y = T(x)`` and every objective is computed in y-space; the
-data-space log-density adds the log-Jacobian of the preprocessing,
-``log p_X(x) = log p_Y(T(x)) + log|det J_T(x)|``. Each transform is a
-:class:`torch.nn.Module` whose fitted state lives in registered buffers (so it moves
-with ``.to(device)`` and pickles) and offers
-
-- ``fit(x)`` (fit on training data, return self), ``check(x)`` (raise ``ValueError``
-  on data the transform cannot score);
-- ``forward(x) -> (y, ladj)`` with the per-sample ``log|det J_T(x)|`` (differentiable
-  with respect to ``x``) and ``inverse(y)``;
-- ``augment(x, generator)``: training-time randomization (dequantization noise).
-
-A training batch is ``chain.forward(chain.augment(x, generator))[0]``; scoring uses
-``chain.forward(x)`` directly. Statistics are computed in float64; ``forward`` casts
-the buffers to the dtype and device of its input.
+The contract every transform follows is in :mod:`skebflow.preprocessing.base`; the logit
+map of bounded data is in :mod:`skebflow.preprocessing.logit`.
 
 References
 ----------
@@ -22,92 +9,20 @@ References
    Normalizing Flow with Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267
    (Match after Preprocessing).
 .. [2] L. Dinh, J. Sohl-Dickstein, S. Bengio, "Density estimation using Real NVP",
-   ICLR 2017 (logit preprocessing of bounded data, uniform dequantization).
-.. [3] G. Papamakarios, T. Pavlakou, I. Murray, "Masked Autoregressive Flow for
-   Density Estimation", NeurIPS 2017 (logit preprocessing).
+   ICLR 2017 (uniform dequantization).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
+
+from skebflow.preprocessing.base import Transform, check_data
+from skebflow.preprocessing.logit import Logit, as_bounds
 
 __all__ = ["Chain", "Dequantize", "Logit", "Standardize", "Transform", "make_preprocessing"]
 
 PREPROCESSING = ("standardize", "logit", None)
-
-
-def _check_data(x: Tensor, name: str) -> None:
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(
-            f"{name}.fit needs a non-empty (n_samples, ...) tensor, got {tuple(x.shape)}."
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}.fit got non-finite values (NaN or inf) in the training data.")
-
-
-def _as_bounds(bounds: object) -> tuple[Tensor, Tensor]:
-    """Validate ``bounds=(low, high)`` and return float64 tensors."""
-    try:
-        low, high = bounds
-        low_t = torch.as_tensor(low, dtype=torch.float64)
-        high_t = torch.as_tensor(high, dtype=torch.float64)
-        torch.broadcast_shapes(low_t.shape, high_t.shape)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(
-            f"bounds must be a pair (low, high) of numbers or arrays, got {bounds!r}."
-        ) from exc
-    if not bool(torch.isfinite(low_t).all() & torch.isfinite(high_t).all()):
-        raise ValueError(f"bounds must be finite, got {bounds!r}.")
-    if bool((low_t >= high_t).any()):
-        raise ValueError(f"bounds=(low, high) needs low < high for every feature, got {bounds!r}.")
-    return low_t, high_t
-
-
-def _fmt_bounds(low: Tensor, high: Tensor) -> str:
-    lo, hi = low.flatten(), high.flatten()
-    if bool((lo == lo[0]).all() & (hi == hi[0]).all()):
-        return f"bounds=({lo[0].item():g}, {hi[0].item():g})"
-    return f"the per-feature bounds (low in [{lo.min().item():g}, {lo.max().item():g}])"
-
-
-class Transform(nn.Module):
-    """Base of the preprocessing transforms: the interface, with identity defaults.
-
-    ``stochastic`` marks transforms with a training-time ``augment``; such stages must
-    come first in a :class:`Chain`.
-    """
-
-    stochastic: bool = False
-
-    def fit(self, x: Tensor) -> Transform:
-        """Fit on training data ``x`` of shape ``(n_samples, ...)``; return ``self``."""
-        return self
-
-    def check(self, x: Tensor) -> None:
-        """Raise ``ValueError`` if ``x`` cannot be scored (default: accept everything)."""
-
-    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return the training-time version of ``x`` (default: ``x`` unchanged)."""
-        return x
-
-    def _augment_input(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        # Input-space batch whose ``forward`` is the training-time output.
-        return x
-
-    def _fit_output(self, x: Tensor) -> Tensor:
-        # Data on which the next stage of a chain is fitted.
-        return self.forward(x)[0]
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(T(x), log|det J_T(x)|)``, the latter of shape ``(n_samples,)``."""
-        return x, x.new_zeros(x.shape[0])
-
-    def inverse(self, y: Tensor) -> Tensor:
-        """Return ``T^{-1}(y)``."""
-        return y
 
 
 class Standardize(Transform):
@@ -141,7 +56,7 @@ class Standardize(Transform):
 
     def fit(self, x: Tensor) -> Standardize:
         """Fit the per-feature mean and scale on ``x``; return ``self``."""
-        _check_data(x, "Standardize")
+        check_data(x, "Standardize")
         x64 = x.detach().to(torch.float64)
         scale = x64.std(dim=0, correction=0)
         constant = x64.amax(dim=0) == x64.amin(dim=0)
@@ -164,133 +79,6 @@ class Standardize(Transform):
         """Return ``y * scale + mean``."""
         mean, scale = self._stats(y)
         return y * scale + mean
-
-
-class Logit(Transform):
-    r"""Logit of data in a box: ``y = logit(λ + (1 - 2λ)(x - low) / (high - low))``.
-
-    Parameters
-    ----------
-    bounds : tuple (low, high) or None, default=None
-        Scalars or per-feature arrays with ``low < high``. ``None`` infers them in
-        :meth:`fit` from the per-feature training minimum and maximum, each widened by
-        ``margin * (max - min)`` (by ``margin * max(|min|, 1)`` for a constant feature),
-        so that test values slightly beyond the training range still score.
-    eps : float, default=1e-6
-        The squeeze λ in ``[0, 0.5)`` that keeps the logit finite at the box edges.
-    margin : float, default=0.05
-        Relative widening of inferred bounds (unused when ``bounds`` is given).
-
-    Notes
-    -----
-    Per sample, ``log|det J| = Σ_j [-log(high_j - low_j) + log(1 - 2λ) - log u'_j
-    - log(1 - u'_j)]`` with ``u' = λ + (1 - 2λ)u``. Use :meth:`check_bounds` before
-    scoring: values outside the box give NaN, which is never masked. :meth:`inverse`
-    projects ``y`` beyond the image of the squeezed box (``|y| > logit(1 - λ)``, which a
-    flow can sample) onto the half-open box ``[low, high)``, so that samples stay in the
-    box and, in a dequantized chain (box ``(low, high + 1)``), floor into ``[low, high]``.
-
-    Examples
-    --------
-    >>> t = Logit(bounds=(0.0, 16.0))
-    >>> x = torch.tensor([[8.0, 4.0]], dtype=torch.float64)
-    >>> y, ladj = t.fit(x)(x)
-    >>> y
-    tensor([[ 0.0000, -1.0986]], dtype=torch.float64)
-    >>> torch.allclose(t.inverse(y), x)
-    True
-    >>> t.check_bounds(torch.tensor([[17.0, -1.0]]))
-    Traceback (most recent call last):
-    ...
-    ValueError: X has 2 value(s) outside bounds=(0, 16) of the logit preprocessing ...
-
-    References
-    ----------
-    .. [1] Dinh et al., "Density estimation using Real NVP", ICLR 2017.
-    .. [2] Papamakarios et al., "Masked Autoregressive Flow for Density Estimation",
-       NeurIPS 2017.
-    .. [3] Chao et al., "Training Energy-Based Normalizing Flow with Score-Matching
-       Objectives", NeurIPS 2023.
-    """
-
-    def __init__(
-        self,
-        bounds: tuple[object, object] | None = None,
-        *,
-        eps: float = 1e-6,
-        margin: float = 0.05,
-    ) -> None:
-        super().__init__()
-        if not 0.0 <= eps < 0.5:
-            raise ValueError(f"eps must lie in [0, 0.5), got {eps!r}.")
-        if not margin > 0.0:
-            raise ValueError(f"margin must be positive, got {margin!r}.")
-        self.bounds, self.eps, self.margin = bounds, float(eps), float(margin)
-        low, high = (None, None) if bounds is None else _as_bounds(bounds)
-        self.register_buffer("low", low)
-        self.register_buffer("high", high)
-
-    def extra_repr(self) -> str:
-        """Return the constructor arguments shown by ``repr``."""
-        return f"bounds={self.bounds!r}, eps={self.eps:g}"
-
-    def fit(self, x: Tensor) -> Logit:
-        """Infer the bounds (``bounds=None``) or check that ``x`` lies inside them."""
-        _check_data(x, "Logit")
-        x64 = x.detach().to(torch.float64)
-        if self.bounds is None:
-            lo, hi = x64.amin(dim=0), x64.amax(dim=0)
-            width = hi - lo
-            pad = torch.where(width > 0, width, lo.abs().clamp(min=1.0)) * self.margin
-            self.low, self.high = lo - pad, hi + pad
-            return self
-        low, high = _as_bounds(self.bounds)
-        try:
-            self.low = torch.broadcast_to(low, x.shape[1:]).clone()
-            self.high = torch.broadcast_to(high, x.shape[1:]).clone()
-        except RuntimeError as exc:
-            raise ValueError(
-                f"bounds of shape {tuple(low.shape)} do not fit data with features "
-                f"of shape {tuple(x.shape[1:])}."
-            ) from exc
-        self.check_bounds(x)
-        return self
-
-    def _box(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.low is None:
-            raise RuntimeError("Logit with bounds=None is not fitted; call fit(x) first.")
-        return self.low.to(x), self.high.to(x)
-
-    def check_bounds(self, x: Tensor) -> None:
-        """Raise ``ValueError`` saying how many values of ``x`` lie outside the box."""
-        low, high = self._box(x)
-        outside = (x < low) | (x > high)
-        n_out = int(outside.sum())
-        if n_out:
-            bad = x[outside]
-            raise ValueError(
-                f"X has {n_out} value(s) outside {_fmt_bounds(low, high)} of the "
-                f"logit preprocessing (the offending values range from {bad.min().item():g} "
-                f"to {bad.max().item():g}). Pass wider bounds, or bounds=None to infer them "
-                "from the training data."
-            )
-
-    check = check_bounds
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(logit(u'), log|det J|)``."""
-        low, high = self._box(x)
-        lam = self.eps
-        u = lam + (1.0 - 2.0 * lam) * ((x - low) / (high - low))
-        log_u, log_1mu = torch.log(u), torch.log1p(-u)
-        terms = math.log1p(-2.0 * lam) - torch.log(high - low) - log_u - log_1mu
-        return log_u - log_1mu, terms.flatten(1).sum(dim=1)
-
-    def inverse(self, y: Tensor) -> Tensor:
-        """Return ``low + (high - low) (sigmoid(y) - λ) / (1 - 2λ)``, within ``[low, high)``."""
-        low, high = self._box(y)
-        u = (torch.sigmoid(y) - self.eps) / (1.0 - 2.0 * self.eps)
-        return torch.clamp(low + (high - low) * u, min=low, max=torch.nextafter(high, low))
 
 
 class Dequantize(Transform):
@@ -330,7 +118,7 @@ class Dequantize(Transform):
 
     def fit(self, x: Tensor) -> Dequantize:
         """Check that ``x`` is integer-valued (``ValueError`` otherwise); return ``self``."""
-        _check_data(x, "Dequantize")
+        check_data(x, "Dequantize")
         n_bad = int((x != torch.round(x)).sum())
         if n_bad:
             raise ValueError(
@@ -483,7 +271,7 @@ def make_preprocessing(
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"preprocessing={preprocessing!r} is not one of {list(PREPROCESSING)}.")
     if bounds is not None:
-        low, high = _as_bounds(bounds)
+        low, high = as_bounds(bounds)
         if dequantize:
             high = high + 1.0
         bounds = (low.tolist(), high.tolist())

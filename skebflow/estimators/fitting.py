@@ -1,0 +1,92 @@
+"""The pieces of ``EBFlowDensity.fit`` that are not the estimator's own state.
+
+What the trainer is handed (:func:`training_data`), the checks of the parameters that
+``_parameter_constraints`` cannot express, and the warnings about a finished training run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch import Tensor
+
+from skebflow.nn.flow import EnergyFlow
+from skebflow.preprocessing.transforms import Chain
+from skebflow.training.config import TrainResult
+
+__all__ = ["barrier_thresholds", "bounds_pair", "training_data", "warn_about_training"]
+
+
+def training_data(
+    chain: Chain,
+    x_train: Tensor,
+    x_val: Tensor,
+    dtype: torch.dtype,
+    dequantize: bool,
+    match_after_preprocessing: bool,
+) -> tuple[Tensor, Callable | None, Callable | None]:
+    """Return what the trainer gets: training data, ``prepare`` and the validation score.
+
+    With Match after Preprocessing the objective sees the preprocessed data; without it
+    the preprocessing is the flow's first layer (:mod:`skebflow.preprocessing.inside`) and
+    only the dequantization noise stays outside. With ``dequantize`` every minibatch gets
+    fresh noise (``prepare``); otherwise the data are mapped once. The score is the
+    validation log-likelihood in the units of ``x`` (``None`` without validation rows).
+    """
+    inner = chain if match_after_preprocessing else Chain()
+    prepare = None
+    if dequantize:
+        train_data = x_train
+
+        def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
+            return inner.forward(chain.augment(batch, gen))[0].to(dtype)
+
+    else:
+        with torch.no_grad():
+            train_data = inner.forward(x_train)[0].to(dtype)
+    if not len(x_val):
+        return train_data, prepare, None
+    with torch.no_grad():
+        y_val, ladj_val = inner.forward(x_val)
+        y_val, offset = y_val.to(dtype), float(ladj_val.mean())
+
+    def score_fn(model: EnergyFlow) -> float:
+        with torch.no_grad():
+            return float(model.log_prob(y_val).mean()) + offset
+
+    return train_data, prepare, score_fn
+
+
+def barrier_thresholds(regularizers: list) -> list[float | None]:
+    """Return the barriers' thresholds among ``regularizers`` (to see whether they changed)."""
+    return [getattr(r, "threshold", None) for r in regularizers]
+
+
+def bounds_pair(bounds: object) -> tuple | None:
+    """Validate the estimator's ``bounds`` parameter: ``None`` or a pair ``(low, high)``."""
+    if bounds is None:
+        return None
+    if len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}.")
+    return tuple(bounds)
+
+
+def warn_about_training(result: TrainResult, max_iter: int) -> None:
+    """Warn about skipped (non-finite) steps and about a run that hit ``max_iter``."""
+    if result.n_skipped_steps:
+        warnings.warn(
+            f"{result.n_skipped_steps} of {result.n_steps + result.n_skipped_steps} "
+            "training steps had a non-finite loss or gradient and were skipped.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if not result.converged and not result.interrupted and result.n_iter == max_iter:
+        warnings.warn(
+            f"EBFlowDensity stopped after max_iter={max_iter} epochs without "
+            "converging; consider increasing max_iter.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )

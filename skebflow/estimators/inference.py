@@ -1,0 +1,140 @@
+"""What a fitted flow answers: log-densities, scores, samples, and its pickling.
+
+:class:`FittedFlowMixin` holds the inference side of the flow estimators; a class using it
+sets ``flow_`` (a float64 :class:`~skebflow.nn.flow.EnergyFlow`), ``preprocessing_`` (the
+fitted :class:`~skebflow.preprocessing.transforms.Chain`), ``log_normalizer_`` (the cached
+``log Z``) and ``device_`` in ``fit``, and validates input with scikit-learn's
+``validate_data``.
+"""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
+
+from skebflow.utils.tensors import as_tensor, make_generator, to_numpy
+
+__all__ = ["INFERENCE_BATCH", "FittedFlowMixin"]
+
+#: Rows per batch at inference (bounded memory for large X).
+INFERENCE_BATCH = 8192
+
+
+class FittedFlowMixin:
+    """Inference and persistence for an estimator that holds a fitted flow."""
+
+    def _check_input(self, X: object) -> Tensor:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        x = as_tensor(X, dtype=torch.float64, device=self.device_)
+        self.preprocessing_.check(x)
+        return x
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        y, ladj = self.preprocessing_.forward(x)
+        log_z = torch.as_tensor(self.log_normalizer_, dtype=torch.float64, device=x.device)
+        return self.flow_.log_prob(y, log_z) + ladj
+
+    def score_samples(self, X: object) -> np.ndarray:
+        r"""Return the log-density of each sample, in the units of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            :math:`\log p(x)`, float64; exactly normalized over the space of ``X``.
+        """
+        x = self._check_input(X)
+        with torch.no_grad():
+            parts = [self._log_prob(chunk) for chunk in x.split(INFERENCE_BATCH)]
+        return to_numpy(torch.cat(parts))
+
+    def score(self, X: object, y: object = None) -> float:
+        """Return the mean log-likelihood per sample (GaussianMixture's convention).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+            Mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def score_gradient(self, X: object) -> np.ndarray:
+        r"""Return :math:`\nabla_x \log p(x)` in the units of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The score function.
+        """
+        x = self._check_input(X)
+        parts = []
+        for chunk in x.split(INFERENCE_BATCH):
+            with torch.enable_grad():
+                chunk = chunk.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self._log_prob(chunk).sum(), chunk)
+            parts.append(grad)
+        return to_numpy(torch.cat(parts))
+
+    def sample(self, n_samples: int = 1, random_state: object = None) -> np.ndarray:
+        """Draw exact samples by inverting the flow.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds a local generator; the global RNGs are never touched.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The samples (only ``X``, as :meth:`KernelDensity.sample`).
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        generator = make_generator(random_state, self.device_)
+        with torch.no_grad():
+            y = self.flow_.sample(int(n_samples), generator=generator)
+            x = self.preprocessing_.inverse(y)
+        return to_numpy(x)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "flow_" in state:
+            state = dict(state)
+            state["flow_"] = copy.deepcopy(self.flow_).cpu()
+            state["preprocessing_"] = copy.deepcopy(self.preprocessing_).cpu()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "flow_" in state:
+            device = self.device_
+            if device.type == "cuda" and not torch.cuda.is_available():
+                device = torch.device("cpu")
+            self.device_ = device
+            self.flow_ = self.flow_.to(device)
+            self.preprocessing_ = self.preprocessing_.to(device)
