@@ -11,8 +11,10 @@ processes, clock changes) hit them all alike; the median over all timed steps is
 The **floor** is the same step with the loss ``mean_energy``: no score, no determinant.
 Names ending in ``+sv`` add the singular-value barrier that the estimator gives the
 score-matching objectives by default (``min_singular_value="auto"``). Its search for
-small singular values (one LU factorization per layer every 50 steps) runs in the
-warm-up; it is timed separately and its share per step is added to those rows
+small singular values (one LU factorization per layer, every 50 steps while a singular
+value is near the threshold and at doubling intervals while none is) runs in the
+warm-up; it is timed separately, and its share per step over a fit of
+:data:`FIT_STEPS` steps in the state the search found is added to those rows
 (``search_ms``), so every row is what a default fit pays per step.
 
 References
@@ -61,6 +63,9 @@ SPEED_OBJECTIVES: tuple[str, ...] = (
 )
 #: Suffix of an objective timed with the singular-value barrier.
 BARRIER_SUFFIX = "+sv"
+#: The fit length over which the barrier's searches are averaged (about 50 epochs of 20
+#: steps, where early stopping ends most default fits).
+FIT_STEPS = 1000
 
 
 @dataclass
@@ -97,9 +102,12 @@ class _Runner:
     def time_searches(self, device: torch.device, repeats: int = 3) -> None:
         """Time the barriers' periodic search and store its cost per step.
 
-        The search (one LU factorization per dense layer, every ``refresh`` steps) runs
-        during warm-up only, so the timed steps show the barrier's per-step tracking
-        cost; the search's share of a step, ``search time / refresh``, is measured here.
+        The search (one LU factorization per dense layer) runs during warm-up only, so
+        the timed steps show the barrier's per-step tracking cost; the search's share of
+        a step, its time times the searches per step of a :data:`FIT_STEPS`-step fit in
+        the state the last search found
+        (:meth:`~skebflow.objectives.regularizers.SingularValueBarrier.searches_per_call`),
+        is measured here.
         """
         barriers = [r for r in self.trainer.regularizers if isinstance(r, SingularValueBarrier)]
         total = 0.0
@@ -111,7 +119,7 @@ class _Runner:
                 barrier.search(self.trainer.model)
                 _synchronize(device)
                 times.append(time.perf_counter() - start)
-            total += float(np.median(times)) / barrier.refresh
+            total += float(np.median(times)) * barrier.searches_per_call(FIT_STEPS)
         self.search_seconds = total
 
 

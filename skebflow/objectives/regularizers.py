@@ -11,11 +11,22 @@ at data points does not look (``docs/benchmarks.md``). :class:`SingularValueBarr
 
 to the loss, where :math:`(u_i, v_i)` are the left and right singular vectors of the
 singular values of :math:`W` below :math:`2\tau` (at most ``n_tracked`` per layer).
-They are found every ``refresh`` calls by block inverse iteration with one LU
-factorization of :math:`W` (:math:`O(D^3)`, amortized over ``refresh`` steps) and a
-Rayleigh–Ritz step; in between, :math:`u_i^\top W v_i` follows the current weights at
-:math:`O(k D^2)` per layer. With ``refresh=1`` and enough tracked pairs the penalty is
-exact, since :math:`u_i^\top W v_i = \sigma_i` with gradient :math:`u_i v_i^\top`.
+They are found by a *search*: block inverse iteration with one LU factorization of
+:math:`W` (:math:`O(D^3)`) and a Rayleigh–Ritz step; in between, :math:`u_i^\top W v_i`
+follows the current weights at :math:`O(k D^2)` per layer. With ``refresh=1`` and enough
+tracked pairs the penalty is exact, since :math:`u_i^\top W v_i = \sigma_i` with gradient
+:math:`u_i v_i^\top`.
+
+The search is the barrier's whole cost, so it runs only as often as the singular values
+call for. While some layer has a singular value below ``far`` :math:`\times\,\tau` it
+runs every ``refresh`` calls, and so does the second search (score matching can halve a
+singular value within a hundred steps, so a rate of fall is needed first). While none
+has, the interval doubles after each search, up to ``max_refresh``, but never beyond half
+the time in which the smallest singular value, falling at the rate seen between the last
+two searches, would reach :math:`2\tau`. On a
+flow whose layers stay well conditioned the search thus costs a few factorizations per
+thousand steps; on one that score matching pushes towards singularity it is as frequent
+as with a fixed ``refresh`` (``docs/benchmarks.md`` measures both).
 
 References
 ----------
@@ -49,9 +60,22 @@ class SingularValueBarrier:
     strength : float, default=1.0
         :math:`\lambda`.
     refresh : int, default=50
-        Calls between two searches for the small singular pairs.
+        Calls between two searches for the small singular pairs while a singular value
+        is below ``far * threshold``; the shortest interval.
+    max_refresh : int, default=800
+        The longest interval, reached while every singular value stays above
+        ``far * threshold``. ``max_refresh=refresh`` searches at a fixed interval.
+    far : float, default=4.0
+        Singular values above ``far * threshold`` let the interval grow.
     n_tracked : int, default=8
         Singular pairs searched for (and at most penalized) per layer.
+
+    Attributes
+    ----------
+    n_calls, n_searches : int
+        Calls so far, and searches among them.
+    interval : int
+        Calls from the last search to the next.
 
     Examples
     --------
@@ -71,6 +95,8 @@ class SingularValueBarrier:
         *,
         strength: float = 1.0,
         refresh: int = 50,
+        max_refresh: int = 800,
+        far: float = 4.0,
         n_tracked: int = 8,
     ) -> None:
         if not threshold > 0:
@@ -81,16 +107,30 @@ class SingularValueBarrier:
             raise ValueError(
                 f"refresh and n_tracked must be at least 1, got {refresh!r}, {n_tracked!r}."
             )
+        if max_refresh < refresh:
+            raise ValueError(
+                f"max_refresh must be at least refresh ({refresh!r}), got {max_refresh!r}."
+            )
+        if not far >= 2.0:
+            raise ValueError(f"far must be at least 2 (the tracking margin), got {far!r}.")
         self.threshold = float(threshold)
         self.strength = float(strength)
         self.refresh = int(refresh)
+        self.max_refresh = int(max_refresh)
+        self.far = float(far)
         self.n_tracked = int(n_tracked)
-        self.n_calls = 0
+        self.n_calls = self.n_searches = 0
+        self.interval = self.refresh
+        self._next_search = 0
         self._bases: dict[int, Tensor] = {}
         self._pairs: dict[int, tuple[Tensor, Tensor]] = {}
+        self._floors: dict[int, tuple[float, int]] = {}
 
-    def _search(self, key: int, weight: Tensor) -> None:
-        """Find the singular pairs of ``weight`` below ``2 * threshold``."""
+    def _search(self, key: int, weight: Tensor) -> float:
+        """Find the singular pairs of ``weight`` below ``2 * threshold``.
+
+        Returns the smallest singular value found (0 for a singular ``weight``).
+        """
         w = weight.detach()
         d = w.shape[0]
         k = min(self.n_tracked, d)
@@ -112,26 +152,78 @@ class SingularValueBarrier:
         left, values, right_h = torch.linalg.svd(w @ basis, full_matrices=False)
         keep = values < 2.0 * self.threshold
         self._pairs[key] = (left[:, keep], basis @ right_h[keep].mT)
+        return 0.0 if int(info.max()) > 0 else float(values.min())
+
+    def _schedule(self, floors: dict[int, float]) -> None:
+        """Set the interval to the next search from the smallest singular values found."""
+        near, call = 2.0 * self.threshold, self.n_calls
+        first = not self._floors  # no rate of fall is known yet
+        if first or not floors or min(floors.values()) < self.far * self.threshold:
+            interval = self.refresh
+        else:
+            interval = min(2 * self.interval, self.max_refresh)
+            for key, value in floors.items():
+                previous = self._floors.get(key)
+                if previous is not None and previous[0] > value and call > previous[1]:
+                    rate = (previous[0] - value) / (call - previous[1])
+                    interval = min(interval, int(0.5 * (value - near) / rate))
+            interval = max(interval, self.refresh)
+        self._floors = {key: (value, call) for key, value in floors.items()}
+        self.interval, self._next_search = interval, call + interval
+        self.n_searches += 1
 
     def search(self, flow: nn.Module) -> None:
         """Search every dense layer of ``flow`` for its small singular pairs now.
 
-        :meth:`__call__` does this every ``refresh`` calls; the cost is one LU
-        factorization per layer (``bench speed`` times it).
+        :meth:`__call__` does this when :attr:`interval` calls have passed since the
+        last search; the cost is one LU factorization per layer (``bench speed`` times
+        it). The next search is scheduled from what this one found.
         """
-        for key, layer in enumerate(_dense_layers(flow)):
-            self._search(key, layer.weight)
+        floors = {
+            key: self._search(key, layer.weight) for key, layer in enumerate(_dense_layers(flow))
+        }
+        self._schedule(floors)
+
+    def searches_per_call(self, n_calls: int) -> float:
+        """Return the searches per call over ``n_calls`` calls from a fresh start.
+
+        The schedule is replayed with the singular values held where the last search
+        found them (every ``refresh`` calls if one is below ``far * threshold``, else
+        doubling intervals), so it tells what the search costs a fit of ``n_calls``
+        steps in the present state; ``bench speed`` reports that share.
+
+        Examples
+        --------
+        >>> barrier = SingularValueBarrier(0.2)  # no search yet: nothing known to be far
+        >>> barrier.searches_per_call(1000)
+        0.02
+        >>> from skebflow.nn.architectures import build_fc
+        >>> barrier.search(build_fc(4).double())  # identity weights: far from 0.2
+        >>> barrier.searches_per_call(1000)  # searches at calls 0, 50, 150, 350 and 750
+        0.005
+        """
+        far = bool(self._floors) and all(
+            value >= self.far * self.threshold for value, _ in self._floors.values()
+        )
+        call, interval, searches = 0, self.refresh, 0
+        while call < n_calls:
+            if far and searches:
+                interval = min(2 * interval, self.max_refresh)
+            searches += 1
+            call += interval
+        return searches / n_calls
 
     def __call__(self, flow: nn.Module) -> Tensor:
         """Return the penalty for the current weights of ``flow``'s dense layers."""
         dense = _dense_layers(flow)
-        search = self.n_calls % self.refresh == 0
+        if self.n_calls >= self._next_search or any(
+            k not in self._pairs for k in range(len(dense))
+        ):
+            self.search(flow)
         self.n_calls += 1
         total = None
         for key, layer in enumerate(dense):
             weight = layer.weight
-            if search or key not in self._pairs:
-                self._search(key, weight)
             left, right = self._pairs[key]
             if left.shape[1] == 0:
                 continue

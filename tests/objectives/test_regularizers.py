@@ -166,3 +166,45 @@ def test_auto_barrier_reaches_the_training_loss(monkeypatch):
     plain = EBFlowDensity(min_singular_value=None, **params).fit(X)
     np.testing.assert_allclose(auto.loss_curve_, explicit.loss_curve_)
     assert not np.allclose(auto.loss_curve_, plain.loss_curve_)
+
+
+def test_a_well_conditioned_flow_is_searched_at_doubling_intervals():
+    flow = build_fc(6, n_blocks=2).double()  # identity weights, far from the threshold
+    barrier = SingularValueBarrier(0.2, refresh=50, max_refresh=400, n_tracked=2)
+    searched = []
+    for call in range(2000):
+        before = barrier.n_searches
+        barrier(flow)
+        if barrier.n_searches > before:
+            searched.append(call)
+    assert searched == [0, 50, 150, 350, 750, 1150, 1550, 1950]
+    assert barrier.searches_per_call(2000) == pytest.approx(len(searched) / 2000)
+
+
+def test_a_layer_near_the_threshold_is_searched_every_refresh_calls():
+    flow = _flow(_matrix([1.0, 1.0, 0.9, 0.5, 0.7, 1.2], seed=4))  # 0.5 < far * 0.2
+    barrier = SingularValueBarrier(0.2, refresh=50, n_tracked=2)
+    for _ in range(400):
+        barrier(flow)
+    assert barrier.n_searches == 8 and barrier.interval == 50
+    assert barrier.searches_per_call(1000) == pytest.approx(0.02)
+
+
+def test_a_falling_singular_value_is_caught_before_it_crosses_the_threshold():
+    # The smallest singular value stays at 1 for 400 calls, then falls linearly to 0 at
+    # call 1,000: the interval grows while it is far (a search at call 750 would
+    # otherwise schedule the next one after call 1,000), shrinks once the fall is seen,
+    # and the pair is tracked (and penalized exactly) before it reaches the threshold.
+    q = _matrix([1.0] * 6, seed=5)
+    barrier = SingularValueBarrier(0.1, refresh=25, max_refresh=800, n_tracked=2)
+    flow = _flow(q)
+    for call in range(1000):
+        smallest = min(1.0, (1000 - call) / 600)
+        with torch.no_grad():
+            flow.layers[0].weight.copy_(
+                q @ torch.diag(torch.tensor([1.0, 1.1, 1.2, 1.3, 1.4, smallest], dtype=q.dtype))
+            )
+        value = float(barrier(flow))
+        if smallest < 0.1:
+            assert value == pytest.approx((1.0 - smallest / 0.1) ** 2, rel=1e-6)
+    assert barrier.n_searches < 1000 / 25  # fewer searches than a fixed interval
