@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import DataDimensionalityWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
 import skebflow.estimators.defaults as auto
+from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
 from skebflow.estimators.fitting import (
     barrier_thresholds,
     bounds_pair,
@@ -92,10 +95,11 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
     min_singular_value : float, "auto" or None, default="auto"
         Score-matching objectives only (``"sm"``, ``"ssm"``, ``"dsm"``, ``"fdssm"``): add a
         soft barrier that keeps the singular values of the dense layers above this value
-        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`; a few LU
-        factorizations per layer, refreshed every 50 steps). Score matching can otherwise
-        drive a dense layer towards singularity, which leaks probability mass away from
-        the data; the barrier closes most of that gap on the FC teachers
+        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`; an LU
+        factorization per layer every 50 steps while a singular value is near the
+        threshold, at doubling intervals up to 800 steps while none is). Score matching
+        can otherwise drive a dense layer towards singularity, which leaks probability
+        mass away from the data; the barrier closes most of that gap on the FC teachers
         (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in preprocessed units) for the
         score-matching objectives when ``preprocessing`` is set, and no barrier otherwise
         (maximum likelihood has its own, the determinant; without preprocessing the
@@ -131,7 +135,7 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the data, monitor its exact log-likelihood
         every epoch, stop after ``n_iter_no_change`` epochs without improvement and keep
         the best epoch's weights. Needs at least 2 validation samples; with fewer the
-        training loss is monitored instead.
+        training loss is monitored instead, with a warning.
     validation_fraction : float, default=0.1
         Fraction held out for early stopping.
     n_iter_no_change : int, default=12
@@ -200,6 +204,12 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
     min_singular_value_ : float or None
         The singular-value barrier's threshold used (``"auto"`` resolved; ``None`` for
         the likelihood objectives, on which the barrier never acts).
+    jitter_ : float
+        Standard deviation of the Gaussian jitter added to the training batches (in
+        preprocessed units): 0, or :data:`~skebflow.estimators.degenerate.DEGENERATE_JITTER`
+        when the training data were degenerate (constant or collinear columns, no more
+        rows than columns; a ``DataDimensionalityWarning`` names them). It bounds the
+        density, as ``GaussianMixture``'s ``reg_covar`` bounds its covariances.
     architecture_ : str
         The architecture used (``"auto"`` resolved).
     device_ : torch.device
@@ -391,6 +401,15 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         x_all = as_tensor(X, dtype=torch.float64)
         n_val = math.floor(self.validation_fraction * n_samples) if self.early_stopping else 0
         if n_val < 2 or n_samples - n_val < 2:
+            if self.early_stopping:
+                warnings.warn(
+                    f"{n_samples} samples are too few for a validation split of "
+                    f"validation_fraction={self.validation_fraction} (at least 2 rows each): "
+                    "training without early stopping on held-out data; the stopping rule "
+                    "watches the training loss and the last epoch is kept.",
+                    UserWarning,
+                    stacklevel=3,
+                )
             n_val = 0
         order = torch.randperm(n_samples, generator=cpu_generator)
         x_train, x_val = x_all[order[n_val:]], x_all[order[:n_val]]
@@ -418,8 +437,23 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             model = trainer.model
         elif not self.match_after_preprocessing:
             model = with_preprocessing(flow, copy.deepcopy(chain).to(dtype=dtype))
+        jitter = 0.0
+        if not warm and not self.dequantize:  # dequantization noise is spread enough
+            with torch.no_grad():
+                degeneracy = find_degeneracy(chain.forward(x_train)[0])
+            if degeneracy:
+                jitter = DEGENERATE_JITTER
+                warnings.warn(degeneracy.message(jitter), DataDimensionalityWarning, stacklevel=3)
+        elif warm:
+            jitter = self.jitter_
         train_data, prepare, score_fn = training_data(
-            chain, x_train, x_val, dtype, self.dequantize, self.match_after_preprocessing
+            chain,
+            x_train,
+            x_val,
+            dtype,
+            self.dequantize,
+            self.match_after_preprocessing,
+            jitter=jitter,
         )
 
         batch_size, ema_decay = self._resolve_batch_and_ema(len(train_data))
@@ -468,6 +502,7 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         self.device_ = device
         self.architecture_, self.objective_ = architecture, objective
         self.min_singular_value_ = min_singular_value
+        self.jitter_ = jitter
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
         self.validation_scores_ = result.validation_scores

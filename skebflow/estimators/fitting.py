@@ -27,14 +27,18 @@ def training_data(
     dtype: torch.dtype,
     dequantize: bool,
     match_after_preprocessing: bool,
+    jitter: float = 0.0,
 ) -> tuple[Tensor, Callable | None, Callable | None]:
     """Return what the trainer gets: training data, ``prepare`` and the validation score.
 
     With Match after Preprocessing the objective sees the preprocessed data; without it
     the preprocessing is the flow's first layer (:mod:`skebflow.preprocessing.inside`) and
     only the dequantization noise stays outside. With ``dequantize`` every minibatch gets
-    fresh noise (``prepare``); otherwise the data are mapped once. The score is the
-    validation log-likelihood in the units of ``x`` (``None`` without validation rows).
+    fresh noise (``prepare``); otherwise the data are mapped once. A positive ``jitter``
+    adds fresh Gaussian noise of that standard deviation to every minibatch, in the units
+    the objective sees (degenerate data, :mod:`skebflow.estimators.degenerate`). The score
+    is the validation log-likelihood in the units of ``x`` (``None`` without validation
+    rows).
     """
     inner = chain if match_after_preprocessing else Chain()
     prepare = None
@@ -42,11 +46,16 @@ def training_data(
         train_data = x_train
 
         def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
-            return inner.forward(chain.augment(batch, gen))[0].to(dtype)
+            return _jittered(inner.forward(chain.augment(batch, gen))[0].to(dtype), jitter, gen)
 
     else:
         with torch.no_grad():
             train_data = inner.forward(x_train)[0].to(dtype)
+        if jitter > 0:
+
+            def prepare(batch: Tensor, gen: torch.Generator) -> Tensor:
+                return _jittered(batch, jitter, gen)
+
     if not len(x_val):
         return train_data, prepare, None
     with torch.no_grad():
@@ -58,6 +67,13 @@ def training_data(
             return float(model.log_prob(y_val).mean()) + offset
 
     return train_data, prepare, score_fn
+
+
+def _jittered(batch: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
+    if jitter <= 0:
+        return batch
+    noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype, device=batch.device)
+    return batch + jitter * noise
 
 
 def barrier_thresholds(regularizers: list) -> list[float | None]:
@@ -81,12 +97,12 @@ def warn_about_training(result: TrainResult, max_iter: int) -> None:
             f"{result.n_skipped_steps} of {result.n_steps + result.n_skipped_steps} "
             "training steps had a non-finite loss or gradient and were skipped.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # fit's caller, above scikit-learn's fit wrapper
         )
     if not result.converged and not result.interrupted and result.n_iter == max_iter:
         warnings.warn(
             f"EBFlowDensity stopped after max_iter={max_iter} epochs without "
             "converging; consider increasing max_iter.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )

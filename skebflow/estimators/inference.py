@@ -10,6 +10,7 @@ fitted :class:`~skebflow.preprocessing.transforms.Chain`), ``log_normalizer_`` (
 from __future__ import annotations
 
 import copy
+import math
 from numbers import Integral
 
 import numpy as np
@@ -23,16 +24,21 @@ __all__ = ["INFERENCE_BATCH", "FittedFlowMixin"]
 
 #: Rows per batch at inference (bounded memory for large X).
 INFERENCE_BATCH = 8192
+#: A row whose preprocessed values exceed this magnitude lies so far from the data that
+#: a NaN in its log-density can only come from overflow (its density is below float64's
+#: range), so it scores -inf.
+OVERFLOW_SCALE = 1e100
 
 
 class FittedFlowMixin:
     """Inference and persistence for an estimator that holds a fitted flow."""
 
-    def _check_input(self, X: object) -> Tensor:
+    def _check_input(self, X: object, *, check_support: bool = True) -> Tensor:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         x = as_tensor(X, dtype=torch.float64, device=self.device_)
-        self.preprocessing_.check(x)
+        if check_support:
+            self.preprocessing_.check(x)
         return x
 
     def _log_prob(self, x: Tensor) -> Tensor:
@@ -52,11 +58,41 @@ class FittedFlowMixin:
         -------
         ndarray of shape (n_samples,)
             :math:`\log p(x)`, float64; exactly normalized over the space of ``X``.
+            It is ``-inf`` where the density is zero (outside the bounds of
+            ``preprocessing="logit"``, as ``KernelDensity(kernel="tophat")`` outside
+            its kernels) and where it is too small for float64 (points so far from the
+            data that the computation overflows); it is never NaN for finite input.
+
+        Raises
+        ------
+        FloatingPointError
+            If the flow gives NaN for a row that neither leaves the support nor
+            overflows (a broken model; never silently).
         """
-        x = self._check_input(X)
+        x = self._check_input(X, check_support=False)
+        inside = self.preprocessing_.support(x)
+        values = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        rows = x[inside]
         with torch.no_grad():
-            parts = [self._log_prob(chunk) for chunk in x.split(INFERENCE_BATCH)]
-        return to_numpy(torch.cat(parts))
+            parts = [self._log_prob(chunk) for chunk in rows.split(INFERENCE_BATCH)]
+            if parts:
+                values[inside] = self._overflow_to_minus_inf(rows, torch.cat(parts))
+        return to_numpy(values)
+
+    def _overflow_to_minus_inf(self, x: Tensor, values: Tensor) -> Tensor:
+        """Map NaN log-densities of rows whose computation overflowed to ``-inf``."""
+        nan = torch.isnan(values)
+        if not bool(nan.any()):
+            return values
+        y = self.preprocessing_.forward(x[nan])[0].flatten(1)
+        overflow = (~torch.isfinite(y) | (y.abs() > OVERFLOW_SCALE)).any(dim=1)
+        if not bool(overflow.all()):
+            raise FloatingPointError(
+                f"The flow gave NaN log-densities for {int((~overflow).sum())} row(s) of "
+                "moderate size; the fitted model is broken (refit it, e.g. with a lower "
+                "learning_rate)."
+            )
+        return values.masked_fill(nan, -math.inf)
 
     def score(self, X: object, y: object = None) -> float:
         """Return the mean log-likelihood per sample (GaussianMixture's convention).

@@ -61,6 +61,10 @@ class Transform(nn.Module):
     def check(self, x: Tensor) -> None:
         """Raise ``ValueError`` if ``x`` cannot be scored (default: accept everything)."""
 
+    def support(self, x: Tensor) -> Tensor:
+        """Return a boolean per row of ``x``: inside the support (default: every row)."""
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return the training-time version of ``x`` (default: ``x`` unchanged)."""
         return x

@@ -156,6 +156,11 @@ class Logit(Transform):
 
     check = check_bounds
 
+    def support(self, x: Tensor) -> Tensor:
+        """Return a boolean per row of ``x``: every value inside the (closed) box."""
+        low, high = self._box(x)
+        return ((x >= low) & (x <= high)).flatten(1).all(dim=1)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(logit(u'), log|det J|)``."""
         low, high = self._box(x)

@@ -202,6 +202,16 @@ class Chain(Transform):
                     ) from exc
                 h = t(h)[0]
 
+    def support(self, x: Tensor) -> Tensor:
+        """Return a boolean per row of ``x``: inside every stage's support."""
+        inside = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        h = x
+        with torch.no_grad():
+            for t in self.transforms:
+                inside = inside & t.support(h)
+                h = t(h)[0]
+        return inside
+
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return the data-space batch ``x̃`` whose ``forward`` is the training batch."""
         return self.transforms[0]._augment_input(x, generator) if self.stochastic else x

@@ -226,8 +226,9 @@ def test_logit_dequantized_integer_data():
     samples = est.sample(200, random_state=0)
     assert np.array_equal(samples, np.round(samples))
     assert samples.min() >= 0 and samples.max() <= 16
+    assert np.all(est.score_samples(X + 20) == -np.inf)  # zero density outside the bounds
     with pytest.raises(ValueError, match="outside bounds"):
-        est.score_samples(X + 20)
+        est.score_gradient(X + 20)
 
 
 def test_early_stopping_records_validation_and_keeps_the_best(gaussian_data):

@@ -324,3 +324,13 @@ def test_random_chains_are_invertible(stages, n, features, seed, spread):
     y, ladj = chain(x)
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
     torch.testing.assert_close(chain.inverse(y), x, rtol=1e-8, atol=1e-8 * spread)
+
+
+def test_support_marks_the_rows_inside_every_stage_closed_box():
+    x = integers()
+    chain = make_preprocessing("logit", bounds=(0, 16), dequantize=True).fit(x)
+    rows = torch.tensor([[0.0, 15.0, 3.0], [0.0, 17.0, 3.0], [-1.0, 0.0, 0.0]], dtype=torch.float64)
+    # Dequantize maps 15 to the cell centre 15.5, inside (0, 16); 17 -> 17.5 is outside.
+    assert chain.support(rows).tolist() == [True, False, False]
+    assert make_preprocessing("standardize").fit(x).support(rows + 1e6).all()
+    assert Logit((0, 16)).fit(boxed()).support(torch.tensor([[0.0, 16.0, 8.0]])).all()

@@ -1,0 +1,57 @@
+"""Extreme but finite input and points outside the support never give NaN."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skebflow.estimators.density import EBFlowDensity
+
+EXTREME = np.array(
+    [[1.7e308, 0.0], [-1.7e308, 1e308], [1e200, 0.0], [1e150, -1e150], [0.0, 1e-300]]
+)
+
+
+def _fit(**params: object) -> EBFlowDensity:
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return EBFlowDensity(max_iter=3, random_state=0, **params).fit(X)
+
+
+@pytest.mark.parametrize("architecture", ["spline", "fc", "coupling", "autoregressive"])
+def test_extreme_finite_points_score_minus_inf_or_a_number_never_nan(architecture):
+    est = _fit(architecture=architecture)
+    scores = est.score_samples(EXTREME)
+    assert not np.any(np.isnan(scores))
+    assert np.all(scores[:3] == -np.inf)  # beyond float64's range: density underflows
+    assert np.isfinite(scores[-1])
+    # Far points score far below every ordinary one.
+    assert np.all(scores[:4] < est.score_samples(np.zeros((1, 2)))[0] - 1e100)
+
+
+def test_outside_the_logit_bounds_the_density_is_zero():
+    X = np.random.default_rng(1).uniform(size=(300, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        est = EBFlowDensity(preprocessing="logit", bounds=(0, 1), max_iter=3, random_state=0)
+        est.fit(X)
+    points = np.array([[0.5, 0.5], [1.5, 0.5], [0.2, -1e-9], [0.0, 1.0], [1e308, 0.5]])
+    scores = est.score_samples(points)
+    np.testing.assert_array_equal(scores[[1, 2, 4]], -np.inf)
+    assert np.all(np.isfinite(scores[[0, 3]]))  # the closed box's corners are inside
+    # Rows inside are scored exactly as alone.
+    assert scores[0] == est.score_samples(points[:1])[0]
+    with pytest.raises(ValueError, match="outside"):
+        est.score_gradient(points[1:2])  # no gradient where the density is zero
+
+
+def test_a_nan_from_a_broken_model_is_reported_not_returned():
+    est = _fit(architecture="fc")
+    with torch.no_grad():
+        next(est.flow_.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="broken"):
+        est.score_samples(np.zeros((2, 2)))
