@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.utils import get_tags
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -71,11 +71,22 @@ class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
           data like the training set, if the density fits. It needs only
           ``score_samples``, draws no random numbers, and works with any density
           estimator.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the density estimator, so that fits with the same ``random_state`` give
+        the same model, threshold and predictions. With the default estimator it is
+        passed on as it is: ``EBFlowDensity(random_state=random_state)``. A given
+        ``estimator`` is seeded as ``BaggingClassifier`` seeds its base estimators:
+        when ``random_state`` is not None, every ``random_state`` parameter of its
+        clone (nested ones such as ``ebflowdensity__random_state`` of a pipeline
+        included) is set to an int drawn from ``check_random_state(random_state)``;
+        when it is None the clone keeps the estimator's own ``random_state``. An
+        estimator without a ``random_state`` parameter is left as it is.
 
     Attributes
     ----------
     estimator_ : estimator object
-        The fitted clone of ``estimator`` (of ``EBFlowDensity()`` when ``None``).
+        The fitted clone of ``estimator`` (``EBFlowDensity(random_state=random_state)``
+        when ``None``), seeded as ``random_state`` says.
     offset_ : float
         The threshold on the log-density: ``decision_function = score_samples -
         offset_``, negative for outliers.
@@ -96,6 +107,12 @@ class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
     own training points a little higher than new points from the same distribution,
     so on held-out inliers the flagged fraction is usually somewhat above
     ``contamination``.
+
+    A log-density of -inf (zero density, as ``KernelDensity(kernel="tophat")`` gives
+    outside its support) is the most outlying score there is: ``decision_function`` is
+    -inf and ``predict`` -1 there. Training points may have zero density too, as long as
+    the ``100 * contamination`` percentile of the training log-densities stays finite;
+    otherwise ``fit`` raises a ValueError.
 
     References
     ----------
@@ -121,20 +138,49 @@ class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
     >>> scores = detector.decision_function(X)
     >>> bool(np.allclose(scores, detector.score_samples(X) - detector.offset_))
     True
+
+    Points where the density is zero are outliers:
+
+    >>> from sklearn.neighbors import KernelDensity
+    >>> tophat = KernelDensity(kernel="tophat", bandwidth=2.0)
+    >>> detector = EBFlowOutlierDetector(estimator=tophat).fit(X)
+    >>> detector.decision_function([[50.0, 50.0]]), detector.predict([[50.0, 50.0]])
+    (array([-inf]), array([-1]))
     """
 
     _parameter_constraints: ClassVar[dict] = {
         "estimator": [HasMethods(["fit", "score_samples"]), None],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, *, estimator: object = None, contamination: str | float = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        estimator: object = None,
+        contamination: str | float = "auto",
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
         self.estimator = estimator
         self.contamination = contamination
+        self.random_state = random_state
 
     def _estimator(self) -> object:
-        """Return the unfitted density estimator: ``estimator`` or ``EBFlowDensity()``."""
-        return EBFlowDensity() if self.estimator is None else self.estimator
+        """Return the unfitted density estimator: ``estimator`` or the default flow."""
+        if self.estimator is None:
+            return EBFlowDensity(random_state=self.random_state)
+        return self.estimator
+
+    def _make_estimator(self) -> object:
+        """Return the unfitted density estimator to fit, seeded by ``random_state``."""
+        if self.estimator is None:
+            # A fresh default, not a clone: a RandomState instance is shared, not copied,
+            # so that successive fits draw different seeds from it.
+            return self._estimator()
+        estimator = clone(self.estimator)
+        if self.random_state is not None:
+            _set_random_states(estimator, self.random_state)
+        return estimator
 
     def _validate(self, X: object, *, reset: bool) -> object:
         input_tags = _input_tags(self._estimator())
@@ -163,24 +209,46 @@ class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         self : EBFlowOutlierDetector
             The fitted detector.
+
+        Raises
+        ------
+        ValueError
+            If so many training points have zero density (log-density -inf) that the
+            threshold, their ``100 * contamination`` percentile, is -inf.
+        FloatingPointError
+            If ``score_samples`` returns NaN on the training data, or the threshold is
+            otherwise not finite.
         """
         X = self._validate(X, reset=True)
-        self.estimator_ = clone(self._estimator()).fit(X)
+        self.estimator_ = self._make_estimator().fit(X)
         scores = self._log_density(X)
+        name = type(self.estimator_).__name__
         if np.isnan(scores).any():
             raise FloatingPointError(
-                f"{type(self.estimator_).__name__}.score_samples returned NaN on the "
-                "training data; no threshold can be set."
+                f"{name}.score_samples returned NaN on the training data; no threshold can be set."
             )
         contamination = (
             AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
         )
-        self.offset_ = float(np.percentile(scores, 100.0 * contamination))
+        percent = 100.0 * contamination
+        # A log-density of -inf (zero density, e.g. outside a bounded support) is as
+        # outlying as can be: it may lie among the training scores as long as the
+        # quantile's lower neighbour, numpy's own "lower" order statistic, is finite.
+        if np.percentile(scores, percent, method="lower") == -np.inf:
+            n_zero = int(np.isneginf(scores).sum())
+            raise ValueError(
+                f"{name}.score_samples is -inf (zero density) at {n_zero} of the "
+                f"{len(scores)} training points, so their {percent:g} percentile, the "
+                f"threshold for contamination={contamination:g}, is -inf: no finite "
+                "threshold can be set. Use a larger contamination or a density estimator "
+                "whose support covers the training data."
+            )
+        with np.errstate(invalid="ignore"):  # +inf next to the quantile gives NaN
+            self.offset_ = float(np.percentile(scores, percent))
         if not np.isfinite(self.offset_):
             raise FloatingPointError(
-                f"{type(self.estimator_).__name__}.score_samples is not finite on at least "
-                f"{100.0 * contamination:g} % of the training data (offset {self.offset_}); "
-                "no finite threshold can be set."
+                f"{name}.score_samples is not finite on at least {percent:g} % of the "
+                f"training data (offset {self.offset_}); no finite threshold can be set."
             )
         return self
 
@@ -264,3 +332,36 @@ def _input_tags(estimator: object) -> object:
     if not hasattr(estimator, "__sklearn_tags__"):
         return None
     return get_tags(estimator).input_tags
+
+
+def _set_random_states(estimator: object, random_state: object) -> None:
+    """Set every ``random_state`` parameter of ``estimator`` to an int seed.
+
+    The convention of scikit-learn's ensembles (``sklearn.ensemble._base.
+    _set_random_states``, kept private there): the parameters named ``random_state``
+    or ending in ``__random_state``, in sorted order, each get
+    ``check_random_state(random_state).randint(np.iinfo(np.int32).max)``.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        An unfitted estimator with ``get_params`` and ``set_params``; changed in place.
+    random_state : int, RandomState instance or None
+        Source of the seeds.
+
+    Examples
+    --------
+    >>> from sklearn.mixture import GaussianMixture
+    >>> gm = GaussianMixture()
+    >>> _set_random_states(gm, 0)
+    >>> gm.random_state == np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    True
+    """
+    random_state = check_random_state(random_state)
+    seeds = {
+        key: random_state.randint(np.iinfo(np.int32).max)
+        for key in sorted(estimator.get_params(deep=True))
+        if key == "random_state" or key.endswith("__random_state")
+    }
+    if seeds:
+        estimator.set_params(**seeds)

@@ -12,6 +12,8 @@ from scipy.stats import multivariate_normal, spearmanr
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KernelDensity
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
@@ -125,8 +127,9 @@ def test_any_density_estimator_with_the_same_offset_rule(planted, density):
 
 def test_default_estimator_is_ebflow_density():
     det = EBFlowOutlierDetector()
-    assert det.estimator is None and det.contamination == "auto"
+    assert det.estimator is None and det.contamination == "auto" and det.random_state is None
     assert type(det._estimator()) is EBFlowDensity
+    assert det._estimator().get_params() == EBFlowDensity().get_params()
     assert det.__sklearn_tags__().input_tags.allow_nan is False
 
 
@@ -188,16 +191,66 @@ def test_nan_training_scores_are_reported(planted):
         EBFlowOutlierDetector(estimator=NaNDensity()).fit(X)
 
 
-def test_zero_training_density_leaves_no_threshold(planted):
-    class ZeroOnHalf(GaussianMixture):
-        def score_samples(self, X: np.ndarray) -> np.ndarray:
-            scores = super().score_samples(X)
-            scores[::2] = -np.inf
-            return scores
+class _ZeroOnFirst(GaussianMixture):
+    """A Gaussian mixture whose log-density is -inf on the first ``n_zero`` rows."""
 
+    def __init__(self, n_zero: int = 0, *, sign: float = -1.0) -> None:
+        super().__init__()
+        self.n_zero = n_zero
+        self.sign = sign
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        scores = super().score_samples(X)
+        scores[: self.n_zero] = self.sign * np.inf
+        return scores
+
+
+@pytest.mark.parametrize("n_zero", [0, 1, 19])
+def test_zero_training_density_below_the_contamination_keeps_a_finite_offset(planted, n_zero):
     X, _ = planted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no inf - inf on the way
+        det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(n_zero), contamination=0.1).fit(X)
+    scores = det.score_samples(X)
+    assert np.isneginf(scores).sum() == n_zero
+    assert np.isfinite(det.offset_) and det.offset_ == np.percentile(scores, 10)
+    labels = det.predict(X)
+    assert np.all(labels[:n_zero] == -1) and np.all(np.isneginf(det.decision_function(X)[:n_zero]))
+    # np.percentile interpolates at rank (n - 1) c = 19.9: rows 0-19 of the order fall below.
+    assert np.sum(labels == -1) == 20
+
+
+@pytest.mark.parametrize(("n_zero", "contamination"), [(20, 0.1), (100, 0.1), (5, "auto")])
+def test_zero_training_density_at_the_quantile_leaves_no_threshold(planted, n_zero, contamination):
+    X, _ = planted
+    det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(n_zero), contamination=contamination)
+    match = f"-inf \\(zero density\\) at {n_zero} of the 200 training points.*no finite threshold"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match=match):
+            det.fit(X)
+
+
+def test_infinite_training_density_at_the_quantile_leaves_no_threshold(planted):
+    X, _ = planted
+    det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(150, sign=1.0), contamination=0.5)
     with pytest.raises(FloatingPointError, match="not finite"):
-        EBFlowOutlierDetector(estimator=ZeroOnHalf(), contamination=0.1).fit(X)
+        det.fit(X)
+
+
+@pytest.mark.parametrize("bandwidth", [0.5, 2.0])
+def test_points_outside_a_bounded_support_are_outliers(planted, bandwidth):
+    X, _ = planted
+    inliers = X[:195]
+    tophat = KernelDensity(kernel="tophat", bandwidth=bandwidth)
+    det = EBFlowOutlierDetector(estimator=tophat, contamination=0.05).fit(inliers)
+    assert np.isfinite(det.score_samples(inliers)).all() and np.isfinite(det.offset_)
+    # The planted outliers lie more than 2 from every inlier; the others far beyond.
+    far = np.vstack([X[195:], [[50.0, 50.0], [-30.0, 0.0], [0.0, 1e6]]])
+    assert np.all(np.isneginf(det.score_samples(far)))
+    assert np.all(np.isneginf(det.decision_function(far)))
+    assert np.array_equal(det.predict(far), np.full(len(far), -1))
+    assert np.array_equal(det.predict(X), np.where(det.decision_function(X) < 0, -1, 1))
 
 
 def test_nan_scores_at_prediction_are_reported(planted):
@@ -220,3 +273,68 @@ def test_pickle_round_trip(fitted, planted):
     assert restored.offset_ == fitted.offset_
     assert np.array_equal(restored.decision_function(X), fitted.decision_function(X))
     assert np.array_equal(restored.predict(X), fitted.predict(X))
+
+
+def test_random_state_makes_the_default_detector_reproducible(planted):
+    X, _ = planted
+    X = X[::2]  # 100 rows: three fits of the default flow in a few seconds
+    first = EBFlowOutlierDetector(random_state=0).fit(X)
+    again = EBFlowOutlierDetector(random_state=0).fit(X)
+    other = EBFlowOutlierDetector(random_state=1).fit(X)
+    # The default flow gets the seed as it is.
+    assert first.estimator_.get_params() == EBFlowDensity(random_state=0).get_params()
+    assert first.offset_ == again.offset_
+    assert np.array_equal(first.decision_function(X), again.decision_function(X))
+    assert np.array_equal(first.predict(X), again.predict(X))
+    assert first.offset_ != other.offset_
+    assert not np.allclose(first.decision_function(X), other.decision_function(X))
+
+
+def test_random_state_seeds_a_given_estimator_like_bagging(planted):
+    X, _ = planted
+    unseeded = flow(random_state=None)
+    first = detector(estimator=unseeded, random_state=3).fit(X)
+    again = detector(estimator=unseeded, random_state=3).fit(X)
+    other = detector(estimator=unseeded, random_state=4).fit(X)
+    expected = np.random.RandomState(3).randint(np.iinfo(np.int32).max)
+    assert first.estimator_.random_state == again.estimator_.random_state == expected
+    assert unseeded.random_state is None  # the given estimator is not changed
+    assert np.array_equal(first.decision_function(X), again.decision_function(X))
+    assert np.array_equal(first.predict(X), again.predict(X))
+    assert not np.allclose(first.decision_function(X), other.decision_function(X))
+
+
+def test_random_state_none_keeps_the_estimators_own_seed(planted):
+    X, _ = planted
+    det = detector().fit(X)  # flow(random_state=0)
+    assert det.random_state is None and det.estimator_.random_state == 0
+    reference = flow().fit(X)
+    assert np.array_equal(det.score_samples(X), reference.score_samples(X))
+
+
+def test_random_state_reaches_nested_estimators_and_skips_unseeded_ones(planted):
+    X, _ = planted
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(n_components=2))
+    det = EBFlowOutlierDetector(estimator=pipe, random_state=0).fit(X)
+    expected = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    assert det.estimator_.get_params()["gaussianmixture__random_state"] == expected
+    again = EBFlowOutlierDetector(estimator=pipe, random_state=0).fit(X)
+    assert np.array_equal(det.decision_function(X), again.decision_function(X))
+    kde = EBFlowOutlierDetector(estimator=KernelDensity(), random_state=0).fit(X)
+    assert kde.estimator_.get_params() == KernelDensity().get_params()
+
+
+def test_random_state_instance_draws_a_new_seed_per_fit(planted):
+    X, _ = planted
+    rng = np.random.RandomState(0)
+    det = EBFlowOutlierDetector(estimator=GaussianMixture(), random_state=rng)
+    seeds = [det.fit(X).estimator_.random_state for _ in range(2)]
+    reference = np.random.RandomState(0).randint(np.iinfo(np.int32).max, size=2)
+    assert seeds == list(reference)
+
+
+@pytest.mark.parametrize("random_state", ["bogus", 1.5, -1])
+def test_bad_random_state(planted, random_state):
+    X, _ = planted
+    with pytest.raises(ValueError, match="random_state"):
+        detector(random_state=random_state).fit(X)
