@@ -5,42 +5,75 @@
   held-out log-likelihoods next to a cross-validated KernelDensity and a BIC-chosen
   GaussianMixture, and save a picture of every model's density and samples.
 * ``bench``: the benchmarks (see ``python -m skebflow bench --help``).
-* ``fit`` / ``score`` / ``sample``: train on a CSV or ``.npy`` file, save the model with
-  joblib, score another file, or draw samples into a file.
+* ``fit`` / ``score`` / ``sample``: train on a CSV or ``.npy`` file (every estimator
+  parameter is an option), save the model with joblib, print the log-density of each row
+  of another file, or draw samples into a file.
+
+Mistakes end with one line ``error: ...`` on stderr: exit status 2 for the command line
+itself (an unknown option, a bad parameter value, a missing file), 1 for files and data
+(an unreadable file, NaN, the wrong number of columns). ``--debug`` adds the traceback.
+See ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
-import joblib
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import InvalidParameterError
 
 from skebflow.bench.baselines import QUALITY_PEERS
+from skebflow.cli_io import (
+    check_input,
+    check_output,
+    load_model,
+    read_data,
+    save_array,
+    save_model,
+)
+from skebflow.cli_options import (
+    DataError,
+    UsageError,
+    WrongKindError,
+    add_estimator_options,
+    estimator_params,
+    first_line,
+)
 from skebflow.datasets.toys import TOY_DATASETS, make_toy, toy_log_density
 from skebflow.estimators.density import EBFlowDensity
 
 __all__ = ["main"]
 
+PROG = "python -m skebflow"
 DEMO_OBJECTIVES = ("auto", "dsm")
+DESCRIPTION = """\
+Energy-based normalizing flows as a scikit-learn density estimator.
+
+commands:
+  fit DATA MODEL      fit EBFlowDensity on a CSV or .npy file and save it (joblib)
+  score MODEL DATA    print the log-density of each row of DATA (one per line)
+  sample MODEL OUT    draw samples into a CSV or .npy file
+  demo                fit on a built-in 2-D data set next to KDE and a Gaussian mixture
+  bench               the benchmarks (python -m skebflow bench --help)
+
+Exit status: 0 success, 1 a file or the data cannot be used, 2 a mistake in the
+command line. Errors are one line on stderr; --debug adds the traceback."""
+EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 2, 1, 130
 
 
-def _load(path: str) -> np.ndarray:
-    if path.endswith(".npy"):
-        return np.load(path)
-    return np.loadtxt(path, delimiter=",", ndmin=2)
-
-
-def _save(path: str, array: np.ndarray) -> None:
-    if path.endswith(".npy"):
-        np.save(path, array)
-    else:
-        np.savetxt(path, array, delimiter=",")
+def _info(message: str) -> None:
+    """Print an informational line to stderr (stdout is kept for data)."""
+    print(message, file=sys.stderr)
 
 
 def _baselines(X: np.ndarray) -> dict[str, object]:
@@ -83,13 +116,14 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace, X: np.ndarray, models: dict[str, object]) -> None:
+    """Save a picture of every model's density and samples (when matplotlib is there)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no picture (pip install 'skebflow[examples]').")
+        _info("matplotlib is not installed: no picture (pip install 'skebflow[examples]').")
         return
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,67 +148,215 @@ def _plot(args: argparse.Namespace, X: np.ndarray, models: dict[str, object]) ->
     path = out / f"demo-{args.dataset}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    print(f"picture of the densities and samples: {path}")
+    _info(f"picture of the densities and samples: {path}")
+
+
+def _read(path: str, header: bool | None, usage: str) -> np.ndarray:
+    """Read a data file and say what was read."""
+    try:
+        table = read_data(path, header)
+    except WrongKindError as error:
+        raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
+    _info(table.describe(path))
+    return table.X
+
+
+def _model(path: str, usage: str) -> EBFlowDensity:
+    """Load a model; a file that is not one names the expected order of the arguments."""
+    try:
+        return load_model(path)
+    except WrongKindError as error:
+        raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
+
+
+def _check_columns(model: EBFlowDensity, X: np.ndarray, path: str) -> None:
+    """Raise a :class:`DataError` when ``X`` has not the model's number of columns."""
+    if X.shape[1] != model.n_features_in_:
+        raise DataError(
+            f"{path} has {X.shape[1]} columns, the model was fitted on {model.n_features_in_}"
+        )
 
 
 def fit(args: argparse.Namespace) -> int:
     """Fit on a file and save the model."""
-    params = dict(objective=args.objective, max_iter=args.max_iter, random_state=args.seed)
-    model = EBFlowDensity(**params, verbose=args.verbose).fit(_load(args.data))
-    joblib.dump(model, args.model)
-    print(f"fitted {model.n_iter_} epochs; model saved to {args.model}")
+    check_input(args.data)
+    check_output(args.model, args.data)
+    model = EBFlowDensity(**estimator_params(args))
+    model._validate_params()  # a bad value is a usage error, found before reading data
+    X = _read(args.data, args.header, "fit DATA MODEL")
+    with contextlib.redirect_stdout(sys.stderr):  # verbose=2 prints a line per epoch
+        model.fit(X)
+    save_model(model, args.model)
+    _info(
+        f"fitted {model.n_iter_} epochs ({model.architecture_}, {model.objective_}); "
+        f"model saved to {args.model}"
+    )
     return 0
 
 
 def score(args: argparse.Namespace) -> int:
-    """Score a file with a saved model."""
-    model = joblib.load(args.model)
-    scores = model.score_samples(_load(args.data))
+    """Score each row of a file with a saved model: stdout, or ``--output``."""
+    check_input(args.model)
+    check_input(args.data)
     if args.output:
-        _save(args.output, scores[:, None])
-    print(f"mean log-likelihood per sample: {scores.mean():.6f}")
+        check_output(args.output, args.model, args.data)
+    model = _model(args.model, "score MODEL DATA")
+    X = _read(args.data, args.header, "score MODEL DATA")
+    _check_columns(model, X, args.data)
+    scores = model.score_samples(X)
+    if args.output:
+        save_array(args.output, scores[:, None])
+        _info(f"{len(scores)} scores written to {args.output}")
+    else:
+        sys.stdout.write("".join(f"{value!r}\n" for value in scores.tolist()))
+        sys.stdout.flush()
+    _info(f"mean log-likelihood per sample: {scores.mean():.6f} ({len(scores)} rows)")
     return 0
 
 
 def sample(args: argparse.Namespace) -> int:
     """Draw samples from a saved model into a file."""
-    model = joblib.load(args.model)
-    _save(args.output, model.sample(args.n_samples, random_state=args.seed))
-    print(f"{args.n_samples} samples written to {args.output}")
+    check_input(args.model)
+    check_output(args.output, args.model)
+    model = _model(args.model, "sample MODEL OUTPUT")
+    save_array(args.output, model.sample(args.n_samples, random_state=args.seed))
+    _info(f"{args.n_samples} samples written to {args.output}")
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """Parse a positive integer option (argparse names the option on failure)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive_int.__name__ = "positive integer"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes raise :class:`UsageError` (one line)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse, remembering the arguments for the hints of :meth:`error`."""
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the mistake instead of printing the usage and exiting."""
+        given = getattr(self, "_given", [])
+        many = [a.option_strings[0] for a in self._actions if a.nargs == "+" and a.option_strings]
+        many = [option for option in many if option in given]
+        if message.startswith("the following arguments are required") and many:
+            message += f" ({many[0]} takes every value after it: put it after the file names"
+            message += f" or write {many[0]} A,B)"
+        if message.endswith("expected at least one argument") and many:
+            message += f" (a value starting with '-': write {many[0]}=-1,2)"
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _add_common(parser: argparse.ArgumentParser, header: bool = False) -> None:
+    """Add ``--debug`` (also accepted after the command) and the header options."""
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    if header:
+        group = parser.add_mutually_exclusive_group()
+        for flag, value, text in (("--header", True, "is"), ("--no-header", False, "is not")):
+            group.add_argument(
+                flag,
+                dest="header",
+                action="store_const",
+                const=value,
+                default=None,
+                help=f"the CSV's first line {text} a header (default: detected)",
+            )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m skebflow", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="every objective on a built-in 2-D data set")
-    p.add_argument("--dataset", choices=TOY_DATASETS, default="checkerboard")
-    p.add_argument("--n-samples", type=int, default=3000)
-    p.add_argument("--max-iter", type=int, default=60)
-    p.add_argument("--objectives", nargs="+", default=list(DEMO_OBJECTIVES))
+    """Build the parser of every command but ``bench`` (which has its own)."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=raw)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, run: Callable[[argparse.Namespace], int]) -> _Parser:
+        sub = commands.add_parser(name, help=text, description=text, formatter_class=raw)
+        sub.set_defaults(run=run)
+        return sub
+
+    p = command("demo", "Fit every objective on a built-in 2-D data set.", demo)
+    p.add_argument("--dataset", choices=TOY_DATASETS, default="checkerboard", help="2-D toy")
+    p.add_argument("--n-samples", type=_positive_int, default=3000, help="training rows")
+    p.add_argument("--max-iter", type=_positive_int, default=60, help="epochs per model")
+    p.add_argument(
+        "--objectives", nargs="+", default=list(DEMO_OBJECTIVES), help="one model per objective"
+    )
     p.add_argument("--output", default="demo-output", help="folder for the picture")
-    p.set_defaults(run=demo)
-    commands.add_parser("bench", help="benchmarks (see: bench --help)", add_help=False)
-    p = commands.add_parser("fit", help="fit on a CSV/.npy file and save the model")
-    p.add_argument("data")
-    p.add_argument("model", help="output path of the joblib model")
-    p.add_argument("--objective", default="auto")
-    p.add_argument("--max-iter", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=0)
-    p.set_defaults(run=fit)
-    p = commands.add_parser("score", help="log-density of each row of a file")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--output", help="write the scores to this CSV/.npy file")
-    p.set_defaults(run=score)
-    p = commands.add_parser("sample", help="draw samples into a CSV/.npy file")
-    p.add_argument("model")
-    p.add_argument("output")
-    p.add_argument("--n-samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=sample)
+    _add_common(p)
+    commands.add_parser("bench", help="The benchmarks (see: bench --help).", add_help=False)
+    p = command("fit", "Fit EBFlowDensity on a CSV or .npy file and save the model.", fit)
+    p.add_argument("data", help="CSV (with or without a header line) or .npy file")
+    p.add_argument("model", help="output path of the model (joblib)")
+    _add_common(p, header=True)
+    add_estimator_options(p)
+    p = command("score", "Print the log-density of each row of a file, one per line.", score)
+    p.add_argument("model", help="a model saved by fit")
+    p.add_argument("data", help="CSV or .npy file with the model's columns")
+    p.add_argument("--output", help="write the scores to this CSV/.npy file instead")
+    _add_common(p, header=True)
+    p = command("sample", "Draw samples from a saved model into a CSV or .npy file.", sample)
+    p.add_argument("model", help="a model saved by fit")
+    p.add_argument("output", help="output CSV or .npy file")
+    p.add_argument("--n-samples", type=_positive_int, default=1000, help="rows to draw")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    _add_common(p)
     return parser
+
+
+def _exit_status(error: BaseException) -> tuple[int, str]:
+    """Return the exit status and the one-line message of an error."""
+    if isinstance(error, (UsageError, InvalidParameterError)):
+        return EXIT_USAGE, first_line(error)
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(error, (DataError, ValueError, TypeError, OSError)):
+        return EXIT_DATA, first_line(error)
+    name = type(error).__name__
+    return EXIT_DATA, f"unexpected {name}: {first_line(error)} (rerun with --debug to see where)"
+
+
+def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """Print a warning as one line ``warning: ...`` (a ``warnings.showwarning``)."""
+    _info(f"warning: {first_line(message)}")
+
+
+@contextlib.contextmanager
+def _short_warnings(debug: bool) -> Iterator[None]:
+    """Show each warning as one line (in Python's full form with ``--debug``)."""
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        yield
+
+
+def _system_exit_status(exit_: SystemExit) -> int:
+    """Return the status of a ``SystemExit`` (printing its message when it has one)."""
+    if exit_.code is None or isinstance(exit_.code, int):
+        return exit_.code or 0
+    print(exit_.code, file=sys.stderr)
+    return EXIT_DATA
+
+
+def _split_command(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Return the command name and the arguments after it."""
+    for index, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            return arg, argv[index + 1 :]
+    return None, []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,15 +370,40 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status.
+        The exit status: 0, 1 (a file or the data cannot be used) or 2 (a mistake in
+        the command line); the error is one line on stderr.
+
+    Examples
+    --------
+    >>> main(["score", "no-such-model.joblib", "data.csv"])
+    2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
-        from skebflow.bench.cli import main as bench_main
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    command, rest = _split_command(argv)
+    try:
+        with _short_warnings(debug):
+            if command == "bench":
+                from skebflow.bench.cli import main as bench_main
 
-        return bench_main(argv[1:])
-    args = _parser().parse_args(argv)
-    return args.run(args)
+                return bench_main([arg for arg in rest if arg != "--debug"])
+            args, unknown = _parser().parse_known_args(argv)
+            if unknown:
+                hint = f"see: {PROG} {args.command} --help"
+                raise UsageError(f"unrecognized arguments: {' '.join(unknown)} ({hint})")
+            return args.run(args)
+    except SystemExit as exit_:  # --help, and the bench parser's own errors
+        return _system_exit_status(exit_)
+    except BrokenPipeError:  # `... | head`: the reader left, nothing more to say
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_DATA
+    except (Exception, KeyboardInterrupt) as error:
+        if debug:
+            traceback.print_exc()
+        status, message = _exit_status(error)
+        print(f"error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

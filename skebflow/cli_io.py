@@ -1,0 +1,303 @@
+"""Files of the command line (:mod:`skebflow.__main__`): data and models.
+
+Data files are CSV (comma-separated numbers, with or without a header row) or ``.npy``
+arrays; models are joblib files of a fitted :class:`~skebflow.EBFlowDensity`. Problems
+are raised as :class:`~skebflow.cli_options.DataError` or
+:class:`~skebflow.cli_options.UsageError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from skebflow.cli_options import DataError, UsageError, WrongKindError, first_line
+from skebflow.estimators.density import EBFlowDensity
+
+__all__ = [
+    "Table",
+    "check_input",
+    "check_output",
+    "load_model",
+    "read_data",
+    "save_array",
+    "save_model",
+]
+
+_PICKLE_MAGIC = (b"\x80", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"ZF")
+
+
+@dataclass
+class Table:
+    """Numbers read from a data file.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_columns)
+        The data, float64.
+    columns : list of str or None
+        The names in the header row, ``None`` without one.
+    """
+
+    X: np.ndarray
+    columns: list[str] | None = None
+
+    def describe(self, path: str) -> str:
+        """Return a one-line summary, e.g. ``read a.csv: 200 rows x 2 columns``."""
+        rows, cols = self.X.shape
+        names = f" (header: {', '.join(self.columns)})" if self.columns else ""
+        return f"read {path}: {rows} rows x {cols} columns{names}"
+
+
+def check_input(path: str) -> None:
+    """Raise a :class:`UsageError` unless ``path`` is an existing file.
+
+    Parameters
+    ----------
+    path : str
+        A file the command reads.
+    """
+    if not Path(path).exists():
+        raise UsageError(f"no such file: {path}")
+    if Path(path).is_dir():
+        raise UsageError(f"{path} is a folder, not a file")
+
+
+def check_output(path: str, *inputs: str) -> None:
+    """Raise a :class:`UsageError` unless ``path`` can be created (checked before any work).
+
+    Parameters
+    ----------
+    path : str
+        A file the command writes.
+    *inputs : str
+        The files the command reads, which ``path`` must not overwrite.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder")
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
+    for source in inputs:
+        if target.resolve() == Path(source).resolve():
+            raise UsageError(f"{path} is also an input: writing it would overwrite {source}")
+
+
+def _kind(path: str) -> str:
+    """Guess what a file holds from its first bytes: text, .npy, joblib/pickle or binary."""
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    if head.startswith(b"\x93NUMPY"):
+        return ".npy array"
+    if head.startswith(_PICKLE_MAGIC):
+        return "joblib/pickle"
+    return "binary" if b"\x00" in head else "text"
+
+
+def _fields(line: str) -> list[str]:
+    """Split a CSV line into fields (comment removed, quotes and blanks stripped)."""
+    return [field.strip().strip('"').strip() for field in line.split("#")[0].split(",")]
+
+
+def _is_number(field: str) -> bool:
+    """Whether ``float`` reads the field (``nan`` and ``inf`` included)."""
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _data_lines(path: str, skip: int, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield the line number and fields of every line after ``skip`` that holds data."""
+    with open(path, encoding=encoding) as file:
+        for number, line in enumerate(file, start=1):
+            if number > skip and line.split("#")[0].strip():
+                yield number, _fields(line)
+
+
+def _locate_problem(path: str, skip: int, encoding: str, forced: bool) -> str | None:
+    """Describe the first line numpy could not read (``None`` when none is found)."""
+    rows = list(_data_lines(path, skip, encoding))
+    width = len(rows[0][1]) if rows else 0
+    for number, fields in rows:
+        where = f"{path}, line {number}"
+        if len(fields) != width:
+            return f"{where} has {len(fields)} columns, line {rows[0][0]} has {width}"
+        for column, field in enumerate(fields, start=1):
+            if not field:
+                return f"{where}, column {column} is empty (missing values are not supported)"
+            if not _is_number(field):
+                hint = (
+                    " (values must be separated by commas)" if re.search(r"\d[\s;]", field) else ""
+                )
+                if forced and number == rows[0][0]:
+                    hint = " (drop --no-header if this line is a header)"
+                return f"{where}, column {column}: {field!r} is not a number{hint}"
+    return None
+
+
+def _read_csv(path: str, header: bool | None) -> Table:
+    """Read a CSV file of numbers, its header line detected unless ``header`` is given."""
+    kind = _kind(path)
+    if kind != "text":
+        raise WrongKindError(f"{path} is not a CSV text file but a {kind} file{_order_hint(kind)}")
+    with open(path, "rb") as file:
+        encoding = "utf-8-sig" if file.read(3) == b"\xef\xbb\xbf" else "latin-1"
+    first = next(_data_lines(path, 0, encoding), None)
+    if first is None:
+        raise DataError(f"{path} holds no data")
+    number, fields = first
+    if header is None:
+        header = not all(_is_number(field) for field in fields)
+    skip = number if header else 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": reported below
+            X = np.loadtxt(
+                path, delimiter=",", skiprows=skip, ndmin=2, encoding=encoding, quotechar='"'
+            )
+    except ValueError as error:
+        message = _locate_problem(path, skip, encoding, forced=header is False)
+        raise DataError(message or f"{path}: {first_line(error)}") from error
+    if X.size == 0:
+        raise DataError(f"{path} holds a header row but no data rows")
+    if not np.isfinite(X).all():
+        _check_finite(path, X, [number for number, _ in _data_lines(path, skip, encoding)])
+    return Table(X, fields if header else None)
+
+
+def _order_hint(kind: str) -> str:
+    """Suggest swapped arguments when a data file turns out to be a model."""
+    if kind == "joblib/pickle":
+        return " (perhaps a model: check the order of the arguments)"
+    return ""
+
+
+def _read_npy(path: str) -> Table:
+    """Read a 1-D (one column) or 2-D ``.npy`` array of real numbers."""
+    try:
+        X = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        kind = _kind(path)
+        raise WrongKindError(
+            f"{path} is not a .npy array but a {kind} file{_order_hint(kind)}"
+        ) from error
+    if not isinstance(X, np.ndarray) or X.dtype.kind not in "biuf":
+        raise DataError(f"{path} does not hold an array of real numbers")
+    if X.ndim not in (1, 2) or X.size == 0:
+        raise DataError(f"{path} holds an array of shape {X.shape}; rows x columns is needed")
+    return Table(np.asarray(X, dtype=np.float64).reshape(len(X), -1))
+
+
+def _check_finite(path: str, X: np.ndarray, lines: list[int] | None = None) -> None:
+    """Raise a :class:`DataError` naming the first NaN or infinite value."""
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad):
+        row, column = bad[0]
+        where = f"line {lines[row]}" if lines else f"row {row + 1}"
+        raise DataError(
+            f"{path}, {where}, column {column + 1} is {X[row, column]} "
+            "(missing or infinite values are not supported)"
+        )
+
+
+def read_data(path: str, header: bool | None = None) -> Table:
+    """Read a CSV or ``.npy`` data file.
+
+    Parameters
+    ----------
+    path : str
+        A ``.npy`` file, or a CSV file of comma-separated numbers (lines starting with
+        ``#`` and blank lines are skipped).
+    header : bool or None, default=None
+        Whether the CSV's first line is a header; ``None`` detects it (a first line
+        that is not all numbers is a header). Ignored for ``.npy``.
+
+    Returns
+    -------
+    Table
+        The numbers (all finite) and the header's names.
+    """
+    check_input(path)
+    try:
+        table = _read_npy(path) if path.endswith(".npy") else _read_csv(path, header)
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
+    _check_finite(path, table.X)
+    return table
+
+
+def save_array(path: str, array: np.ndarray) -> None:
+    """Write an array to ``.npy``, or else to CSV at full precision.
+
+    Parameters
+    ----------
+    path : str
+        The output file.
+    array : ndarray
+        The values (one row per line in CSV).
+    """
+    try:
+        if path.endswith(".npy"):
+            np.save(path, array)
+        else:
+            np.savetxt(path, array, delimiter=",", fmt="%.17g")
+    except OSError as error:
+        raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error
+
+
+# --------------------------------------------------------------------------- models
+def load_model(path: str) -> EBFlowDensity:
+    """Load a fitted ``EBFlowDensity`` saved by ``fit`` (joblib; load trusted files only).
+
+    Parameters
+    ----------
+    path : str
+        The model file.
+
+    Returns
+    -------
+    EBFlowDensity
+        The fitted model.
+    """
+    check_input(path)
+    kind = _kind(path)
+    if kind in ("text", ".npy array"):
+        hint = " (perhaps data: check the order of the arguments)"
+        raise WrongKindError(f"{path} is not a model file but a {kind} file{hint}")
+    try:
+        model = joblib.load(path)
+    except Exception as error:  # unpickling a foreign file can raise anything
+        raise WrongKindError(f"{path} is not a joblib model file ({first_line(error)})") from error
+    if not isinstance(model, EBFlowDensity):
+        raise DataError(f"{path} holds a {type(model).__name__}, not an EBFlowDensity")
+    try:
+        check_is_fitted(model)
+    except NotFittedError as error:
+        raise DataError(f"{path} holds an EBFlowDensity that is not fitted") from error
+    return model
+
+
+def save_model(model: EBFlowDensity, path: str) -> None:
+    """Save a model with joblib.
+
+    Parameters
+    ----------
+    model : EBFlowDensity
+        The fitted model.
+    path : str
+        The output file.
+    """
+    try:
+        joblib.dump(model, path)
+    except OSError as error:
+        raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error
