@@ -13,6 +13,7 @@ References
 __version__ = "0.1.0.dev0"
 
 from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators.divergence import DivergenceWarning
 from skebflow.estimators.outlier import EBFlowOutlierDetector
 
-__all__ = ["EBFlowDensity", "EBFlowOutlierDetector", "__version__"]
+__all__ = ["DivergenceWarning", "EBFlowDensity", "EBFlowOutlierDetector", "__version__"]

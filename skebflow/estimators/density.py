@@ -23,6 +23,7 @@ from sklearn.utils.validation import validate_data
 
 import skebflow.estimators.defaults as auto
 from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
+from skebflow.estimators.divergence import check_divergence, remedies
 from skebflow.estimators.fitting import (
     barrier_thresholds,
     bounds_pair,
@@ -41,7 +42,7 @@ from skebflow.objectives.registry import (
 )
 from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
 from skebflow.preprocessing.transforms import PREPROCESSING, make_preprocessing
-from skebflow.training.trainer import TrainConfig, Trainer
+from skebflow.training.trainer import TrainConfig, Trainer, TrainingDivergedError
 from skebflow.utils.tensors import (
     as_tensor,
     intra_op_threads,
@@ -158,7 +159,9 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         Seeds one local torch generator used for initialization, the validation split,
         shuffling and objective noise; the global RNGs are never touched.
     verbose : int, default=0
-        0 silent, 1 a progress bar, 2 a line per epoch.
+        0 silent, 1 a progress bar, 2 a line per epoch; 1 and 2 end with a summary line
+        (epochs run, why training stopped, the best epoch and its validation score, the
+        time).
     warm_start : bool, default=False
         Continue from the previous fit (and its preprocessing) when refitting. A fit
         with ``warm_start=True`` keeps its trainer, so the next warm fit continues its
@@ -204,6 +207,12 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
     min_singular_value_ : float or None
         The singular-value barrier's threshold used (``"auto"`` resolved; ``None`` for
         the likelihood objectives, on which the barrier never acts).
+    divergence_ : list of str
+        What the end-of-fit checks saw (empty for a healthy fit): a kept model worse on
+        the held-out rows than the untrained flow, a training loss that grew by orders of
+        magnitude, or samples orders of magnitude outside the data. Each finding is also
+        reported in a :class:`~skebflow.estimators.divergence.DivergenceWarning` with
+        remedies for this configuration.
     jitter_ : float
         Standard deviation of the Gaussian jitter added to the training batches (in
         preprocessed units): 0, or :data:`~skebflow.estimators.degenerate.DEGENERATE_JITTER`
@@ -488,9 +497,23 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             trainer.loss_fn, trainer.config = loss, config
             if barrier_thresholds(trainer.regularizers) != barrier_thresholds(regularizers):
                 trainer.regularizers = regularizers  # else the barrier keeps its state
+        advice = remedies(
+            architecture=architecture,
+            objective=objective,
+            learning_rate=learning_rate,
+            max_grad_norm=self.max_grad_norm,
+            noise_scale=self.noise_scale,
+            preprocessing=self.preprocessing,
+        )
         single = device.type == "cpu" and n_features < auto.SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
-            result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
+            initial_score = None
+            if score_fn is not None and not warm:
+                initial_score = float(score_fn(trainer.kept))  # the untrained flow
+            try:
+                result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
+            except TrainingDivergedError as exc:
+                raise FloatingPointError(f"{exc.seen} {advice}") from exc
         # The trainer (the optimizer's moments, the EMA) is kept only for a warm start.
         self._trainer = trainer if self.warm_start else None
         self._trainer_key = trainer_key
@@ -514,9 +537,19 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         if not math.isfinite(self.log_normalizer_):
             raise FloatingPointError(
                 "The trained flow has a singular linear layer (log-normalizer "
-                f"{self.log_normalizer_}); try a lower learning_rate or another objective."
+                f"{self.log_normalizer_}). {advice}"
             )
         warn_about_training(result, self.max_iter)
+        with torch.no_grad():
+            y_train = chain.forward(x_train)[0]
+        self.divergence_ = check_divergence(
+            result,
+            initial_score=initial_score,
+            flow=self.flow_,
+            y_train=y_train,
+            advice=advice,
+            generator=torch.Generator(device=device).manual_seed(seed + 2),
+        )
         return self
 
     # ------------------------------------------------------------ sklearn glue

@@ -37,12 +37,32 @@ from skebflow.training.config import (
 from skebflow.training.ema import EMA
 from skebflow.training.step import make_optimizer, train_step
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "make_optimizer", "train", "train_step"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "make_optimizer",
+    "train",
+    "train_step",
+]
 
 _REMEDIES = (
     "Try a lower learning_rate, a smaller max_grad_norm, objective='dsm' with a larger "
     "noise_scale, or preprocessing='standardize'."
 )
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training met non-finite numbers it cannot step over.
+
+    ``seen`` says what happened; the message adds generic remedies, which a caller that
+    knows the configuration (the estimator) replaces by specific ones.
+    """
+
+    def __init__(self, seen: str) -> None:
+        super().__init__(f"{seen} {_REMEDIES}")
+        self.seen = seen
 
 
 class Trainer:
@@ -161,9 +181,9 @@ class Trainer:
             self.n_skipped_steps += 1
             self._consecutive_skips += 1
             if self._consecutive_skips >= self.config.max_consecutive_skips:
-                raise FloatingPointError(
+                raise TrainingDivergedError(
                     f"Training diverged: {self._consecutive_skips} consecutive steps had a "
-                    f"non-finite loss or gradient (epoch {self.n_iter + 1}). {_REMEDIES}"
+                    f"non-finite loss or gradient (epoch {self.n_iter + 1})."
                 )
             return None
         self._consecutive_skips = 0
@@ -228,6 +248,7 @@ class Trainer:
         """
         config = self.config
         kept = self.kept
+        fit_start = time.perf_counter()
         result = TrainResult(flow=kept)
         best_value, best_state, stall = -math.inf, None, 0
         skipped_before, steps_before = self.n_skipped_steps, self.n_steps
@@ -243,9 +264,8 @@ class Trainer:
                     value = float(score_fn(kept))
                     kept.train()
                     if not math.isfinite(value):
-                        raise FloatingPointError(
-                            f"The validation log-likelihood became {value} at epoch {epoch}. "
-                            + _REMEDIES
+                        raise TrainingDivergedError(
+                            f"The validation log-likelihood became {value} at epoch {epoch}."
                         )
                     result.validation_scores.append(value)
                     self.validation_scores.append(value)
@@ -289,6 +309,8 @@ class Trainer:
         if best_state is not None:
             result.flow.load_state_dict(best_state)
         result.flow.eval()
+        if config.verbose >= 1:
+            print(summary(result, config, time.perf_counter() - fit_start, best_value))
         return result
 
     def state_dict(self) -> dict:
@@ -336,6 +358,31 @@ class Trainer:
         self.validation_scores = list(state["validation_scores"])
         self.n_iter, self.n_steps, self.n_skipped_steps = state["counts"]
         self._learning_rate = state["learning_rate"]
+
+
+def summary(result: TrainResult, config: TrainConfig, seconds: float, best: float) -> str:
+    """Return the one line that ends a verbose fit: epochs, why it stopped, the best epoch.
+
+    Examples
+    --------
+    >>> from skebflow.nn.architectures import build_fc
+    >>> result = TrainResult(flow=build_fc(2), n_iter=30, converged=True, best_epoch=18)
+    >>> print(summary(result, TrainConfig(max_iter=200, n_iter_no_change=12), 4.2, -1.25))
+    trained 30 of max_iter=200 epochs in 4.2 s; stopped: no improvement for 12 epochs; best epoch 18 (validation log-likelihood -1.25)
+    """  # noqa: E501
+    if result.interrupted:
+        why = "interrupted"
+    elif result.converged:
+        why = f"no improvement for {config.n_iter_no_change} epochs"
+    else:
+        why = "reached max_iter (not converged)"
+    line = f"trained {result.n_iter} of max_iter={config.max_iter} epochs in {seconds:.1f} s"
+    line += f"; stopped: {why}"
+    if result.best_epoch:
+        line += f"; best epoch {result.best_epoch} (validation log-likelihood {best:.4g})"
+    if result.n_skipped_steps:
+        line += f"; {result.n_skipped_steps} non-finite steps skipped"
+    return line
 
 
 def train(

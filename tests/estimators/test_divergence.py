@@ -1,0 +1,90 @@
+"""A fit that diverged without a NaN says so, with remedies for its configuration."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from sklearn.datasets import make_moons
+
+from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators.divergence import DivergenceWarning, check_divergence, remedies
+from skebflow.nn.architectures import build_fc
+from skebflow.training.config import TrainResult
+
+
+@pytest.fixture(scope="module")
+def moons():
+    return make_moons(600, noise=0.1, random_state=0)[0]
+
+
+def test_a_learning_rate_far_too_high_is_reported_with_the_default(moons):
+    est = EBFlowDensity(
+        objective="ml", learning_rate=0.3, max_iter=15, architecture="coupling", random_state=0
+    )
+    with pytest.warns(DivergenceWarning) as record:
+        est.fit(moons)
+    (warning,) = [w for w in record if w.category is DivergenceWarning]
+    message = str(warning.message)
+    assert warning.filename == __file__
+    assert "worse than the untrained flow" in message
+    assert "samples reach" in message and "training loss grew" in message
+    assert "learning_rate=0.003 (the default for architecture='coupling'" in message
+    assert "objective='ml'" not in message  # already in use
+    assert len(est.divergence_) == 3
+
+
+def test_a_healthy_fit_reports_nothing(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        est = EBFlowDensity(max_iter=15, random_state=0).fit(moons)
+    assert est.divergence_ == []
+
+
+def test_remedies_never_recommend_what_is_in_use():
+    text = remedies(
+        architecture="fc",
+        objective="dsm",
+        learning_rate=1e-4,
+        max_grad_norm=1.0,
+        noise_scale=0.05,
+        preprocessing="standardize",
+    )
+    assert "a lower learning_rate (e.g. 3.3e-05" in text
+    assert "noise_scale (this fit used 0.05)" in text and "objective='ml'" in text
+    assert "max_grad_norm" not in text and "preprocessing" not in text
+
+
+def test_check_divergence_sees_samples_far_outside_the_data():
+    flow = build_fc(3, n_blocks=1).double()
+    with torch.no_grad():
+        flow.layers[0].weight.mul_(1e-4)  # the inverse stretches base draws 10^4 times
+    result = TrainResult(flow=flow, loss_curve=[1.0, 0.5], validation_scores=[-3.0, -2.0])
+    y = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(DivergenceWarning, match="samples reach"):
+        seen = check_divergence(
+            result,
+            initial_score=-4.0,
+            flow=flow,
+            y_train=y,
+            advice="Try something.",
+            generator=torch.Generator().manual_seed(1),
+        )
+    assert len(seen) == 1
+
+
+def test_non_finite_training_names_this_configurations_remedies(moons):
+    est = EBFlowDensity(
+        objective="ssm", learning_rate=1e6, max_grad_norm=None, max_iter=50, ema_decay=None
+    )
+    with pytest.raises(FloatingPointError, match="this fit used 1e\\+06") as info:
+        est.fit(moons[:200])
+    assert "max_grad_norm=1.0 (this fit used None)" in str(info.value)
+
+
+def test_verbose_ends_with_a_summary_line(moons, capsys):
+    EBFlowDensity(max_iter=3, verbose=1, random_state=0).fit(moons)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("trained 3 of max_iter=3 epochs in ")
+    assert "stopped: reached max_iter" in last and "best epoch" in last
