@@ -28,6 +28,10 @@ INFERENCE_BATCH = 8192
 #: a NaN in its log-density can only come from overflow (its density is below float64's
 #: range), so it scores -inf.
 OVERFLOW_SCALE = 1e100
+#: Where a score overflows it is evaluated this far from the data's centre along the ray
+#: (in the units of X, shortened by 1e-25 up to ``_RAY_TRIES`` times) and scaled up.
+RAY_SCALE = 1e50
+_RAY_TRIES = 4
 
 
 class FittedFlowMixin:
@@ -122,16 +126,60 @@ class FittedFlowMixin:
         Returns
         -------
         ndarray of shape (n_samples, n_features)
-            The score function.
+            The score function; never NaN for finite input. Where its computation
+            overflows (points astronomically far from the data), it is taken along the
+            ray from the data's centre: every layer of a flow is asymptotically linear
+            (smooth leaky ReLU, splines beyond their box, affine couplings with bounded
+            scales), so the score grows linearly along a ray; it is evaluated at a point
+            of the ray where nothing overflows and scaled by the ratio of distances,
+            which gives ``±inf`` entries where the true value exceeds float64's range.
+
+        Raises
+        ------
+        ValueError
+            Outside the bounds of ``preprocessing="logit"``, where the density is zero.
+        FloatingPointError
+            If the flow gives NaN for a row of moderate size (a broken model).
         """
         x = self._check_input(X)
-        parts = []
-        for chunk in x.split(INFERENCE_BATCH):
-            with torch.enable_grad():
-                chunk = chunk.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self._log_prob(chunk).sum(), chunk)
-            parts.append(grad)
-        return to_numpy(torch.cat(parts))
+        grads = torch.cat([self._gradient(chunk) for chunk in x.split(INFERENCE_BATCH)])
+        bad = (~torch.isfinite(grads)).any(dim=1)
+        if bool(bad.any()):
+            grads[bad] = self._gradient_along_rays(x[bad])
+        return to_numpy(grads)
+
+    def _gradient(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self._log_prob(x).sum(), x)
+        return grad
+
+    def _gradient_along_rays(self, x: Tensor) -> Tensor:
+        """Score of rows whose computation overflowed, from a nearer point of each ray.
+
+        Non-finite entries of the direct computation are overflow only where the row is
+        extreme; the ray's scaled score replaces them all, so an entry is ``±inf`` only
+        where the linear growth along the ray exceeds float64's range.
+        """
+        with torch.no_grad():
+            y = self.preprocessing_.forward(x)[0].flatten(1)
+            centre = self.preprocessing_.inverse(torch.zeros_like(y[:1]))
+        overflow = (~torch.isfinite(y) | (y.abs() > OVERFLOW_SCALE)).any(dim=1)
+        if not bool(overflow.all()):
+            raise FloatingPointError(
+                f"The flow gave non-finite scores for {int((~overflow).sum())} row(s) of moderate "
+                "size; the fitted model is broken (refit it, e.g. with a lower learning_rate)."
+            )
+        offset = x - centre
+        reach = offset.abs().amax(dim=1, keepdim=True)
+        factor = RAY_SCALE / reach
+        for _ in range(_RAY_TRIES):
+            near = centre + offset * factor
+            grad = self._gradient(near)
+            if not bool(torch.isnan(grad).any()):
+                return torch.nan_to_num(grad / factor, nan=0.0, posinf=math.inf, neginf=-math.inf)
+            factor = factor * 1e-25
+        raise FloatingPointError("The flow gave NaN scores even near the data's centre.")
 
     def sample(self, n_samples: int = 1, random_state: object = None) -> np.ndarray:
         """Draw exact samples by inverting the flow.

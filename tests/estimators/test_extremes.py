@@ -55,3 +55,24 @@ def test_a_nan_from_a_broken_model_is_reported_not_returned():
         next(est.flow_.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="broken"):
         est.score_samples(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("architecture", ["spline", "fc", "coupling", "autoregressive"])
+def test_the_score_of_extreme_points_is_never_nan_and_grows_linearly_along_rays(architecture):
+    est = _fit(architecture=architecture)
+    grads = est.score_gradient(EXTREME)
+    assert not np.any(np.isnan(grads))
+    assert np.all(np.isfinite(grads[2:]))  # within float64's range
+    ray = np.array([[1e150, 0.0], [1e200, 0.0], [1.7e308, 0.0]])
+    g = est.score_gradient(ray)
+    np.testing.assert_allclose(g[1], g[0] * 1e50, rtol=1e-6)
+    np.testing.assert_allclose(g[2, 1], g[0, 1] * 1.7e158, rtol=1e-6)
+    assert g[2, 0] < 0 and np.sign(g[2, 1]) == np.sign(g[0, 1])  # points back to the data
+
+
+def test_a_non_finite_score_from_a_broken_model_is_reported():
+    est = _fit(architecture="fc")
+    with torch.no_grad():
+        next(est.flow_.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="broken"):
+        est.score_gradient(np.zeros((2, 2)))
