@@ -28,9 +28,11 @@ PREPROCESSING = ("standardize", "logit", None)
 class Standardize(Transform):
     """Per-feature standardization ``y = (x - mean) / scale``.
 
-    ``mean`` and ``scale`` (the population standard deviation) are fitted in float64.
-    Constant (zero-variance) features get ``scale = 1`` so they are only centred,
-    never divided by zero. The log-Jacobian is ``-Σ_j log scale_j`` for every sample.
+    ``mean`` and ``scale`` (the population standard deviation) are fitted in float64,
+    from each column divided by its largest magnitude, so that data of any finite scale
+    (1e-300 to 1e300) are standardized without underflow or overflow. Constant
+    (zero-variance) features get ``scale = 1`` so they are only centred, never divided
+    by zero. The log-Jacobian is ``-Σ_j log scale_j`` for every sample.
 
     Examples
     --------
@@ -58,10 +60,15 @@ class Standardize(Transform):
         """Fit the per-feature mean and scale on ``x``; return ``self``."""
         check_data(x, "Standardize")
         x64 = x.detach().to(torch.float64)
-        scale = x64.std(dim=0, correction=0)
+        # Moments of x / max|x| per column: neither the squares of data of scale 1e-300
+        # underflow nor those (or the sum) of data of scale 1e300 overflow.
+        size = x64.abs().amax(dim=0)
+        size = torch.where(size > 0, size, torch.ones_like(size))
+        z = x64 / size
+        scale = size * z.std(dim=0, correction=0)
         constant = x64.amax(dim=0) == x64.amin(dim=0)
-        self.mean = x64.mean(dim=0)
-        self.scale = torch.where(constant, torch.ones_like(scale), scale)
+        self.mean = size * z.mean(dim=0)
+        self.scale = torch.where(constant | (scale == 0), torch.ones_like(scale), scale)
         return self
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -76,3 +76,20 @@ def test_a_non_finite_score_from_a_broken_model_is_reported():
         next(est.flow_.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="broken"):
         est.score_gradient(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e200, 1e300])
+def test_data_of_any_finite_scale_fit_as_the_same_density_in_other_units(scale):
+    X = np.random.default_rng(2).normal(size=(200, 2)) @ np.array([[1.0, 0.5], [0.0, 1.0]])
+    params = {"max_iter": 3, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = EBFlowDensity(**params).fit(X)
+        est = EBFlowDensity(**params).fit(X * scale)
+    # p_scaled(s x) = p(x) / s^D: the same model in other units.
+    np.testing.assert_allclose(
+        est.score_samples(X * scale), ref.score_samples(X) - 2 * np.log(scale), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        est.sample(50, random_state=0), ref.sample(50, random_state=0) * scale, rtol=1e-9
+    )
