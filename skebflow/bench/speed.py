@@ -10,12 +10,16 @@ rotating order, after untimed warm-up steps, so that slow drifts of the machine 
 processes, clock changes) hit them all alike; the median over all timed steps is reported.
 The **floor** is the same step with the loss ``mean_energy``: no score, no determinant.
 Names ending in ``+sv`` add the singular-value barrier that the estimator gives the
-score-matching objectives by default (``min_singular_value="auto"``). Its search for
-small singular values (one LU factorization per layer, every 50 steps while a singular
-value is near the threshold and at doubling intervals while none is) runs in the
-warm-up; it is timed separately, and its share per step over a fit of
-:data:`FIT_STEPS` steps in the state the search found is added to those rows
-(``search_ms``), so every row is what a default fit pays per step.
+score-matching objectives by default (``min_singular_value="auto"``). In a default fit
+its search for small singular values runs after each epoch's validation and reuses the
+factorization of the validated (EMA) weights that the validation's log-normalizer made,
+so it costs triangular solves only; it is timed that way, separately, and its share per
+step (one search per epoch of :data:`~skebflow.estimators.defaults.AUTO_BATCH_STEPS`
+steps) is added to those rows (``search_ms``), so every row is what a default fit pays
+per step in :meth:`~skebflow.training.Trainer.step`. The validation itself (the EMA
+weights' log-normalizer and log-likelihood of the held-out rows, once per epoch, for
+every objective alike) is timed too and reported apart (``validation_ms`` per step,
+and ``fit_ms``, the step with it).
 
 References
 ----------
@@ -36,6 +40,7 @@ from torch import Tensor
 
 from skebflow.bench.tasks import format_number
 from skebflow.estimators.defaults import (
+    AUTO_BATCH_STEPS,
     AUTO_EMA_MAX_DECAY,
     AUTO_MIN_SINGULAR_VALUE,
     DEFAULT_LEARNING_RATES,
@@ -63,9 +68,9 @@ SPEED_OBJECTIVES: tuple[str, ...] = (
 )
 #: Suffix of an objective timed with the singular-value barrier.
 BARRIER_SUFFIX = "+sv"
-#: The fit length over which the barrier's searches are averaged (about 50 epochs of 20
-#: steps, where early stopping ends most default fits).
-FIT_STEPS = 1000
+#: Validation rows of a default fit whose epochs have ``AUTO_BATCH_STEPS`` steps of 100
+#: rows (``validation_fraction=0.1`` of 2,222 rows).
+VALIDATION_ROWS = 222
 
 
 @dataclass
@@ -78,6 +83,7 @@ class _Runner:
     batch_size: int
     times: list[float] = field(default_factory=list)
     search_seconds: float = 0.0
+    validation_seconds: float = 0.0
     n_skipped: int = 0
     cursor: int = 0
     order: Tensor | None = None
@@ -99,27 +105,51 @@ class _Runner:
         else:
             loss.cpu()  # the trainer reads every loss back, so the benchmark does too
 
-    def time_searches(self, device: torch.device, repeats: int = 3) -> None:
-        """Time the barriers' periodic search and store its cost per step.
+    def time_validation(self, device: torch.device, repeats: int = 3) -> None:
+        """Time one epoch's validation of the kept (EMA) weights; store its share per step.
 
-        The search (one LU factorization per dense layer) runs during warm-up only, so
-        the timed steps show the barrier's per-step tracking cost; the search's share of
-        a step, its time times the searches per step of a :data:`FIT_STEPS`-step fit in
-        the state the last search found
-        (:meth:`~skebflow.objectives.regularizers.SingularValueBarrier.searches_per_call`),
-        is measured here.
+        A validation computes the log-normalizer of freshly averaged weights (one LU
+        factorization per dense layer) and the log-likelihood of the validation rows
+        (:data:`VALIDATION_ROWS`); an epoch has ``AUTO_BATCH_STEPS`` steps.
+        """
+        kept = self.trainer.kept
+        rows = self.data[:VALIDATION_ROWS]
+        times = []
+        for _ in range(repeats):
+            with torch.no_grad():
+                for parameter in kept.parameters():
+                    parameter.mul_(1.0)  # a new version, as after EMA updates
+                _synchronize(device)
+                start = time.perf_counter()
+                float(kept.log_prob(rows).mean())
+                _synchronize(device)
+            times.append(time.perf_counter() - start)
+        self.validation_seconds = float(np.median(times)) / AUTO_BATCH_STEPS
+
+    def time_searches(self, device: torch.device, repeats: int = 3) -> None:
+        """Time the barriers' search after a validation and store its cost per step.
+
+        The timed steps show the barrier's per-step tracking cost. Its search runs once
+        per epoch after the validation
+        (:meth:`~skebflow.objectives.regularizers.SingularValueBarrier.after_validation`),
+        on the validated weights whose factorization the validation cached; its share of
+        a step, the search's time over ``AUTO_BATCH_STEPS``, is measured here (after
+        :meth:`time_validation`, which leaves the factorization cached).
         """
         barriers = [r for r in self.trainer.regularizers if isinstance(r, SingularValueBarrier)]
+        kept = self.trainer.kept
         total = 0.0
         for barrier in barriers:
             times = []
             for _ in range(repeats):
+                with torch.no_grad():
+                    kept.log_normalizer()  # what the validation leaves cached (not timed)
                 _synchronize(device)
                 start = time.perf_counter()
-                barrier.search(self.trainer.model)
+                barrier.after_validation(kept)
                 _synchronize(device)
                 times.append(time.perf_counter() - start)
-            total += float(np.median(times)) * barrier.searches_per_call(FIT_STEPS)
+            total += float(np.median(times)) / AUTO_BATCH_STEPS
         self.search_seconds = total
 
 
@@ -238,7 +268,9 @@ def run_speed(
         (the median timed step plus ``search_ms``, the barrier's search per step),
         ``q25_ms``, ``q75_ms`` (of the timed steps), ``n_timed``, ``n_skipped``, ``error``
         (``None`` on success), ``ratio_to_ml`` and ``speedup_vs_ml`` (time of ML / time),
-        ``ratio_to_floor`` (``None`` where the reference failed).
+        ``ratio_to_floor`` (``None`` where the reference failed), ``validation_ms`` (the
+        per-epoch validation's share of a step), ``fit_ms`` (``median_ms`` plus it) and
+        ``fit_speedup_vs_ml``.
 
     Examples
     --------
@@ -270,6 +302,7 @@ def run_speed(
                 _timed_steps(runner, steps_per_round, device, record=True)
         for runner in runners:
             if runner.error is None:
+                runner.time_validation(device)
                 runner.time_searches(device)
         # What a fit pays per step: the median timed step plus the barrier's search share.
         medians = {
@@ -278,8 +311,12 @@ def run_speed(
             else None
             for r in runners
         }
+        fits = {
+            name: None if value is None else value + runner.validation_seconds
+            for (name, value), runner in zip(medians.items(), runners, strict=True)
+        }
         for runner in runners:
-            records.append(_record(d, runner, medians))
+            records.append(_record(d, runner, medians, fits))
         log(
             f"D={d}: "
             + ", ".join(
@@ -292,9 +329,11 @@ def run_speed(
     return records
 
 
-def _record(d: int, runner: _Runner, medians: dict[str, float | None]) -> dict:
+def _record(
+    d: int, runner: _Runner, medians: dict[str, float | None], fits: dict[str, float | None]
+) -> dict:
     times = np.asarray(runner.times)
-    median = medians[runner.name]
+    median, fit = medians[runner.name], fits[runner.name]
     ml, floor = medians.get("ml"), medians.get("floor")
 
     def ratio(a: float | None, b: float | None) -> float | None:
@@ -305,6 +344,9 @@ def _record(d: int, runner: _Runner, medians: dict[str, float | None]) -> dict:
         "objective": runner.name,
         "median_ms": None if median is None else 1e3 * median,
         "search_ms": 1e3 * runner.search_seconds,
+        "validation_ms": 1e3 * runner.validation_seconds,
+        "fit_ms": None if fit is None else 1e3 * fit,
+        "fit_speedup_vs_ml": ratio(fits.get("ml"), fit),
         "q25_ms": 1e3 * float(np.quantile(times, 0.25)) if times.size else None,
         "q75_ms": 1e3 * float(np.quantile(times, 0.75)) if times.size else None,
         "n_timed": int(times.size),
@@ -333,25 +375,27 @@ def speed_markdown(records: list[dict]) -> str:
     --------
     >>> print(speed_markdown([{"features": 4, "objective": "ml", "median_ms": 2.0,
     ...     "q25_ms": 1.5, "q75_ms": 2.5, "speedup_vs_ml": 1.0, "ratio_to_floor": 2.0,
-    ...     "error": None}]).splitlines()[-1])
-    | ml | 2.00 | 1.50–2.50 | 1.00× | 2.00 |
+    ...     "fit_ms": 2.5, "fit_speedup_vs_ml": 1.0, "error": None}]).splitlines()[-1])
+    | ml | 2.00 | 1.50–2.50 | 1.00× | 2.00 | 2.50 | 1.00× |
     """
     lines: list[str] = []
     for d in dict.fromkeys(r["features"] for r in records):
         lines += [
             f"### D = {d}",
             "",
-            "| objective | ms/step (median) | IQR (ms) | speed-up vs ML | ÷ floor |",
-            "|---|---|---|---|---|",
+            "| objective | ms/step (median) | IQR (ms) | speed-up vs ML | ÷ floor "
+            "| with validation (ms) | speed-up vs ML, with validation |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in (r for r in records if r["features"] == d):
             if r["error"]:
-                lines.append(f"| {r['objective']} | failed: {r['error'][:60]} | | | |")
+                lines.append(f"| {r['objective']} | failed: {r['error'][:60]} | | | | | |")
                 continue
             iqr = f"{format_number(r['q25_ms'])}–{format_number(r['q75_ms'])}"
             lines.append(
                 f"| {r['objective']} | {format_number(r['median_ms'])} | {iqr} | "
-                f"{format_number(r['speedup_vs_ml'])}× | {format_number(r['ratio_to_floor'])} |"
+                f"{format_number(r['speedup_vs_ml'])}× | {format_number(r['ratio_to_floor'])} | "
+                f"{format_number(r.get('fit_ms'))} | {format_number(r.get('fit_speedup_vs_ml'))}× |"
             )
         lines.append("")
     return "\n".join(lines)

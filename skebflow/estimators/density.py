@@ -96,9 +96,10 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
     min_singular_value : float, "auto" or None, default="auto"
         Score-matching objectives only (``"sm"``, ``"ssm"``, ``"dsm"``, ``"fdssm"``): add a
         soft barrier that keeps the singular values of the dense layers above this value
-        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`; an LU
-        factorization per layer every 50 steps while a singular value is near the
-        threshold, at doubling intervals up to 800 steps while none is). Score matching
+        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`; it searches
+        for small singular values after each epoch's validation, reusing the
+        validation's factorization, and without validation every 50 steps while a
+        singular value is near the threshold, at doubling intervals while none is). Score matching
         can otherwise drive a dense layer towards singularity, which leaks probability
         mass away from the data; the barrier closes most of that gap on the FC teachers
         (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in preprocessed units) for the

@@ -14,6 +14,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -74,7 +76,9 @@ class Dense(ConstantJacobianLayer):
             raise ValueError(f"init must be 'identity' or 'orthogonal', got {init!r}.")
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(features)) if bias else None
-        self._lu_cache: tuple[tuple[int, int, torch.dtype, torch.device], Tensor, Tensor] | None
+        self._lu_cache: (
+            tuple[tuple[int, int, torch.dtype, torch.device], Tensor, Tensor, Tensor] | None
+        )
         self._lu_cache = None
 
     def map(self, x: Tensor) -> Tensor:
@@ -82,25 +86,48 @@ class Dense(ConstantJacobianLayer):
         return F.linear(x, self.weight, self.bias)
 
     def logabsdet(self) -> Tensor:
-        r"""Return :math:`\log|\det W|` through :func:`torch.linalg.slogdet`."""
-        return torch.linalg.slogdet(self.weight)[1]
+        r"""Return :math:`\log|\det W|`.
 
-    def _lu(self) -> tuple[Tensor, Tensor]:
+        Under autograd through the weight it comes from :func:`torch.linalg.slogdet`;
+        otherwise from the diagonal of the LU factors of :meth:`factors`, which a frozen
+        weight caches, so that a later :meth:`inverse` or a singular-value search
+        (:class:`~skebflow.objectives.regularizers.SingularValueBarrier`) reuses them.
+        ``-inf`` for a singular weight.
+        """
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return torch.linalg.slogdet(self.weight)[1]
+        lu, _, info = self.factors()
+        if int(info.max()) > 0:
+            return torch.full((), -math.inf, dtype=lu.dtype, device=lu.device)
+        return torch.diagonal(lu).abs().log().sum()
+
+    def factors(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``torch.linalg.lu_factor_ex`` of the weight: ``(LU, pivots, info)``.
+
+        Cached per version of a frozen weight (the EMA copy, a fitted model). A trainable
+        weight may change without a version bump (fused optimizers such as
+        ``Adam(fused=True)`` update it in place without touching the counter), so its
+        factors are never cached.
+        """
         weight = self.weight
         if weight.requires_grad:
-            # A trainable weight may change without a version bump (fused optimizers such
-            # as Adam(fused=True) update it in place without touching the counter), so its
-            # factors are never cached; frozen weights (fitted models) are.
             self._lu_cache = None
-            return self._factor(weight)
+            return torch.linalg.lu_factor_ex(weight.detach())
         key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
         if self._lu_cache is None or self._lu_cache[0] != key:
-            self._lu_cache = (key, *self._factor(weight))
-        return self._lu_cache[1], self._lu_cache[2]
+            self._lu_cache = (key, *torch.linalg.lu_factor_ex(weight.detach()))
+        return self._lu_cache[1], self._lu_cache[2], self._lu_cache[3]
 
-    @staticmethod
-    def _factor(weight: Tensor) -> tuple[Tensor, Tensor]:
-        lu, pivots, info = torch.linalg.lu_factor_ex(weight.detach())
+    def cached_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Return the factors cached for the current weight, or ``None`` (computes nothing)."""
+        weight, cache = self.weight, self._lu_cache
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        if weight.requires_grad or cache is None or cache[0] != key:
+            return None
+        return cache[1], cache[2], cache[3]
+
+    def _lu(self) -> tuple[Tensor, Tensor]:
+        lu, pivots, info = self.factors()
         if int(info.max()) > 0:
             raise FloatingPointError("Dense weight is singular: the layer cannot be inverted.")
         return lu, pivots

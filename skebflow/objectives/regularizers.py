@@ -28,6 +28,13 @@ flow whose layers stay well conditioned the search thus costs a few factorizatio
 thousand steps; on one that score matching pushes towards singularity it is as frequent
 as with a fixed ``refresh`` (``docs/benchmarks.md`` measures both).
 
+A trainer that validates calls :meth:`SingularValueBarrier.after_validation` with the
+validated weights (the EMA copy), whose dense layers cached the factorization that the
+validation's log-normalizer made (:meth:`skebflow.nn.linear.Dense.factors`): that search
+costs triangular solves only, and it reschedules the next one, so a fit that validates
+every epoch of at most ``refresh`` steps factorizes for the barrier only once, at its
+first step.
+
 References
 ----------
 .. [1] G. H. Golub, C. F. Van Loan, "Matrix Computations", 4th ed., 2013 (inverse
@@ -126,10 +133,13 @@ class SingularValueBarrier:
         self._pairs: dict[int, tuple[Tensor, Tensor]] = {}
         self._floors: dict[int, tuple[float, int]] = {}
 
-    def _search(self, key: int, weight: Tensor) -> float:
+    def _search(
+        self, key: int, weight: Tensor, factors: tuple[Tensor, Tensor, Tensor] | None = None
+    ) -> float:
         """Find the singular pairs of ``weight`` below ``2 * threshold``.
 
-        Returns the smallest singular value found (0 for a singular ``weight``).
+        ``factors`` are ``lu_factor_ex(weight)`` when known. Returns the smallest
+        singular value found (0 for a singular ``weight``).
         """
         w = weight.detach()
         d = w.shape[0]
@@ -138,7 +148,7 @@ class SingularValueBarrier:
         if basis is None or basis.shape != (d, k) or basis.dtype != w.dtype:
             generator = torch.Generator(device=w.device).manual_seed(key)
             basis = torch.randn(d, k, generator=generator, dtype=w.dtype, device=w.device)
-        lu, pivots, info = torch.linalg.lu_factor_ex(w)
+        lu, pivots, info = factors if factors is not None else torch.linalg.lu_factor_ex(w)
         if int(info.max()) == 0 and k < d:
             for _ in range(_INVERSE_ITERATIONS):
                 # (WᵀW)⁻¹ X = W⁻¹ W⁻ᵀ X: favours the smallest singular directions.
@@ -180,9 +190,25 @@ class SingularValueBarrier:
         it). The next search is scheduled from what this one found.
         """
         floors = {
-            key: self._search(key, layer.weight) for key, layer in enumerate(_dense_layers(flow))
+            key: self._search(key, layer.weight, layer.cached_factors())
+            for key, layer in enumerate(_dense_layers(flow))
         }
         self._schedule(floors)
+
+    def after_validation(self, kept: nn.Module) -> None:
+        r"""Search the weights that were just validated, reusing their factorization.
+
+        The trainer calls this after each validation of :attr:`Trainer.kept` (the EMA of
+        the weights in a default fit). Computing the validation's log-normalizer
+        factorized every dense layer of ``kept``, and :meth:`Dense.factors` cached the
+        factors, so this search costs only triangular solves, :math:`O(k D^2)`, instead
+        of a factorization. The pairs found for the averaged weights are then followed
+        on the training weights, whose values :math:`u^\top W v` are exact Rayleigh
+        quotients, and the next search of :meth:`__call__` is rescheduled from here, so a
+        fit that validates every epoch of at most ``refresh`` steps never factorizes for
+        the barrier at all.
+        """
+        self.search(kept)
 
     def searches_per_call(self, n_calls: int) -> float:
         """Return the searches per call over ``n_calls`` calls from a fresh start.

@@ -269,6 +269,10 @@ class Trainer:
                         )
                     result.validation_scores.append(value)
                     self.validation_scores.append(value)
+                    for regularizer in self.regularizers:
+                        hook = getattr(regularizer, "after_validation", None)
+                        if hook is not None:  # e.g. the barrier reuses the factorization
+                            hook(kept)
                 else:
                     value = -mean_loss
                 # The stall count needs an improvement larger than tol; the kept snapshot

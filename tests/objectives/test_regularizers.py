@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 
 import numpy as np
 import pytest
@@ -208,3 +210,61 @@ def test_a_falling_singular_value_is_caught_before_it_crosses_the_threshold():
         if smallest < 0.1:
             assert value == pytest.approx((1.0 - smallest / 0.1) ** 2, rel=1e-6)
     assert barrier.n_searches < 1000 / 25  # fewer searches than a fixed interval
+
+
+def test_the_search_after_validation_reuses_the_validations_factorization(monkeypatch):
+    flow = _flow(_matrix([1.0, 0.9, 0.3, 0.12, 0.05, 1.1], seed=6))
+    kept = copy.deepcopy(flow).requires_grad_(False)  # as the EMA copy is
+    with torch.no_grad():
+        log_z = kept.log_normalizer()  # the validation's log-normalizer factorizes
+    expected = -torch.linalg.slogdet(flow.layers[0].weight.detach())[1]
+    torch.testing.assert_close(log_z, expected)
+    fresh = SingularValueBarrier(0.2, n_tracked=3)
+    fresh.search(flow)
+
+    def no_factorization(*args, **kwargs):
+        raise AssertionError("the barrier factorized again")
+
+    monkeypatch.setattr(torch.linalg, "lu_factor_ex", no_factorization)
+    reused = SingularValueBarrier(0.2, n_tracked=3)
+    reused.after_validation(kept)
+    assert reused.n_searches == 1
+    torch.testing.assert_close(reused(flow), fresh(flow))
+
+
+def test_dense_factors_are_cached_per_weight_version_and_only_for_frozen_weights():
+    layer = Dense(4).double()
+    assert layer.cached_factors() is None
+    layer.factors()
+    assert layer.cached_factors() is None  # trainable: never cached
+    layer.requires_grad_(False)
+    first = layer.factors()
+    assert layer.cached_factors()[0] is first[0]
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # a new version of the weight
+    assert layer.cached_factors() is None
+    torch.testing.assert_close(
+        layer.logabsdet(), torch.tensor(4 * math.log(2.0), dtype=torch.float64)
+    )
+    assert copy.deepcopy(layer).cached_factors() is None  # copies leave the factors behind
+
+
+def test_a_default_fit_adds_no_factorization_for_the_barrier_after_its_first_search(monkeypatch):
+    counts = {"n": 0}
+    factor = torch.linalg.lu_factor_ex
+
+    def counting(*args, **kwargs):
+        counts["n"] += 1
+        return factor(*args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "lu_factor_ex", counting)
+    X = np.random.default_rng(3).normal(size=(400, 6))
+    params = {"objective": "ssm", "architecture": "fc", "max_iter": 8, "random_state": 0}
+    used = {}
+    for threshold in (None, 0.2):
+        counts["n"] = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            EBFlowDensity(min_singular_value=threshold, **params).fit(X)
+        used[threshold] = counts["n"]
+    assert used[0.2] - used[None] == 2  # the first search, before any validation: 2 layers
