@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 from sklearn.datasets import make_moons
+from sklearn.exceptions import ConvergenceWarning
 
 from skebflow.estimators.density import EBFlowDensity
 from skebflow.estimators.divergence import DivergenceWarning, check_divergence, remedies
@@ -84,7 +85,9 @@ def test_non_finite_training_names_this_configurations_remedies(moons):
 
 
 def test_verbose_ends_with_a_summary_line(moons, capsys):
-    EBFlowDensity(max_iter=3, verbose=1, random_state=0).fit(moons)
+    with pytest.warns(ConvergenceWarning) as record:
+        EBFlowDensity(max_iter=3, verbose=1, random_state=0).fit(moons)
+    assert {w.filename for w in record} == {__file__}  # the user's line, not sklearn's
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("trained 3 of max_iter=3 epochs in ")
     assert "stopped: reached max_iter" in last and "best epoch" in last
