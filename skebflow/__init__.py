@@ -15,5 +15,13 @@ __version__ = "0.1.0.dev0"
 from skebflow.estimators.density import EBFlowDensity
 from skebflow.estimators.divergence import DivergenceWarning
 from skebflow.estimators.outlier import EBFlowOutlierDetector
+from skebflow.estimators.persistence import ModelVersionWarning, load
 
-__all__ = ["DivergenceWarning", "EBFlowDensity", "EBFlowOutlierDetector", "__version__"]
+__all__ = [
+    "DivergenceWarning",
+    "EBFlowDensity",
+    "EBFlowOutlierDetector",
+    "ModelVersionWarning",
+    "__version__",
+    "load",
+]

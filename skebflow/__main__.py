@@ -6,8 +6,9 @@
   GaussianMixture, and save a picture of every model's density and samples.
 * ``bench``: the benchmarks (see ``python -m skebflow bench --help``).
 * ``fit`` / ``score`` / ``sample``: train on a CSV or ``.npy`` file (every estimator
-  parameter is an option), save the model with joblib, print the log-density of each row
-  of another file, or draw samples into a file.
+  parameter is an option), save the model in skebflow's model format (it loads without
+  running code; see ``docs/persistence.md``), print the log-density of each row of
+  another file, or draw samples into a file.
 
 Mistakes end with one line ``error: ...`` on stderr: exit status 2 for the command line
 itself (an unknown option, a bad parameter value, a missing file), 1 for files and data
@@ -60,7 +61,7 @@ DESCRIPTION = """\
 Energy-based normalizing flows as a scikit-learn density estimator.
 
 commands:
-  fit DATA MODEL      fit EBFlowDensity on a CSV or .npy file and save it (joblib)
+  fit DATA MODEL      fit EBFlowDensity on a CSV or .npy file and save it (model file)
   score MODEL DATA    print the log-density of each row of DATA (one per line)
   sample MODEL OUT    draw samples into a CSV or .npy file
   demo                fit on a built-in 2-D data set next to KDE and a Gaussian mixture
@@ -300,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("bench", help="The benchmarks (see: bench --help).", add_help=False)
     p = command("fit", "Fit EBFlowDensity on a CSV or .npy file and save the model.", fit)
     p.add_argument("data", help="CSV (with or without a header line) or .npy file")
-    p.add_argument("model", help="output path of the model (joblib)")
+    p.add_argument("model", help="output path of the model (skebflow's model format, any name)")
     _add_common(p, header=True)
     add_estimator_options(p)
     p = command("score", "Print the log-density of each row of a file, one per line.", score)

@@ -1,7 +1,9 @@
 """Files of the command line (:mod:`skebflow.__main__`): data and models.
 
 Data files are CSV (comma-separated numbers, with or without a header row) or ``.npy``
-arrays; models are joblib files of a fitted :class:`~skebflow.EBFlowDensity`. Problems
+arrays; models are files of a fitted :class:`~skebflow.EBFlowDensity` in skebflow's model
+format (:mod:`skebflow.estimators.persistence`, which loads without running code), and
+joblib files of one are still read (with a note that such a file can run code). Problems
 are raised as :class:`~skebflow.cli_options.DataError` or
 :class:`~skebflow.cli_options.UsageError` with a one-line message.
 """
@@ -9,6 +11,7 @@ are raised as :class:`~skebflow.cli_options.DataError` or
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from skebflow.cli_options import DataError, UsageError, WrongKindError, first_line
+from skebflow.estimators import persistence
 from skebflow.estimators.density import EBFlowDensity
 
 __all__ = [
@@ -33,6 +37,13 @@ __all__ = [
 ]
 
 _PICKLE_MAGIC = (b"\x80", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"ZF")
+_TORCH_MAGIC = b"PK\x03\x04"  # the zip container of torch.save, hence of skebflow models
+_MODEL_KINDS = ("joblib/pickle", "skebflow model")
+#: The note printed when a joblib (pickle) model is loaded.
+JOBLIB_NOTE = (
+    "note: {path} is a joblib/pickle model: loading such a file can run any code it names, "
+    "so load only files you trust (fit now writes skebflow's model format, which cannot)"
+)
 
 
 @dataclass
@@ -99,6 +110,8 @@ def _kind(path: str) -> str:
         return ".npy array"
     if head.startswith(_PICKLE_MAGIC):
         return "joblib/pickle"
+    if head.startswith(_TORCH_MAGIC):
+        return "skebflow model"
     return "binary" if b"\x00" in head else "text"
 
 
@@ -177,7 +190,7 @@ def _read_csv(path: str, header: bool | None) -> Table:
 
 def _order_hint(kind: str) -> str:
     """Suggest swapped arguments when a data file turns out to be a model."""
-    if kind == "joblib/pickle":
+    if kind in _MODEL_KINDS:
         return " (perhaps a model: check the order of the arguments)"
     return ""
 
@@ -257,7 +270,12 @@ def save_array(path: str, array: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- models
 def load_model(path: str) -> EBFlowDensity:
-    """Load a fitted ``EBFlowDensity`` saved by ``fit`` (joblib; load trusted files only).
+    """Load a fitted ``EBFlowDensity`` saved by ``fit``, or a joblib file of one.
+
+    The file's content decides its format, not its name: skebflow's model format is read
+    first (:func:`skebflow.estimators.persistence.load`, which runs no code from the
+    file); a file that is not one but starts like a pickle is loaded with joblib, after a
+    note on stderr that such a file can run code (load only files you trust).
 
     Parameters
     ----------
@@ -275,9 +293,15 @@ def load_model(path: str) -> EBFlowDensity:
         hint = " (perhaps data: check the order of the arguments)"
         raise WrongKindError(f"{path} is not a model file but a {kind} file{hint}")
     try:
-        model = joblib.load(path)
-    except Exception as error:  # unpickling a foreign file can raise anything
-        raise WrongKindError(f"{path} is not a joblib model file ({first_line(error)})") from error
+        model = persistence.load(path)
+    except persistence.NotAModelFileError as error:
+        if kind != "joblib/pickle":
+            raise WrongKindError(f"{path} is not a model file ({first_line(error)})") from error
+        model = _load_joblib(path)
+    except ValueError as error:
+        raise DataError(first_line(error)) from error
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
     if not isinstance(model, EBFlowDensity):
         raise DataError(f"{path} holds a {type(model).__name__}, not an EBFlowDensity")
     try:
@@ -287,17 +311,26 @@ def load_model(path: str) -> EBFlowDensity:
     return model
 
 
+def _load_joblib(path: str) -> object:
+    """Load a joblib (pickle) file, saying on stderr that it could run code."""
+    print(JOBLIB_NOTE.format(path=path), file=sys.stderr)
+    try:
+        return joblib.load(path)
+    except Exception as error:  # unpickling a foreign file can raise anything
+        raise WrongKindError(f"{path} is not a joblib model file ({first_line(error)})") from error
+
+
 def save_model(model: EBFlowDensity, path: str) -> None:
-    """Save a model with joblib.
+    """Save a model in skebflow's model format (it loads without running code).
 
     Parameters
     ----------
     model : EBFlowDensity
         The fitted model.
     path : str
-        The output file.
+        The output file (any name: the content, not the extension, tells the format).
     """
     try:
-        joblib.dump(model, path)
+        persistence.save(model, path)
     except OSError as error:
         raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error

@@ -14,11 +14,13 @@ import sys
 import joblib
 import numpy as np
 import pytest
+import torch
 
 from skebflow import EBFlowDensity
 from skebflow.__main__ import _parser, main
 from skebflow.cli_io import read_data
 from skebflow.cli_options import estimator_params, parameter_docs
+from skebflow.estimators.persistence import load
 
 FIT = ["--max-iter", "2"]
 MARKUP = ("``", ":class:", ":func:", ":math:", ":mod:", ">>>")
@@ -78,7 +80,7 @@ def test_csv_with_header_fits_through_subprocess(files):
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     assert "200 rows x 2 columns (header: alcohol, malic)" in result.stderr
-    model = joblib.load(files / "from-header.joblib")
+    model = load(files / "from-header.joblib")
     assert isinstance(model, EBFlowDensity) and model.n_features_in_ == 2
 
 
@@ -96,7 +98,7 @@ def test_fit_on_csv_without_header_and_on_npy(files, capsys):
     for name in ("plain.csv", "data.npy"):
         model_path = files / f"from-{name}.joblib"
         assert main(["fit", str(files / name), str(model_path), *FIT]) == 0
-        assert joblib.load(model_path).n_features_in_ == 2
+        assert load(model_path).n_features_in_ == 2
     assert capsys.readouterr().out == ""
 
 
@@ -126,7 +128,7 @@ def test_score_prints_one_full_precision_score_per_row(files):
     result = run_cli("score", "model.joblib", "header.csv", cwd=files)
     assert result.returncode == 0, result.stderr
     printed = np.array([float(line) for line in result.stdout.splitlines()])
-    model = joblib.load(files / "model.joblib")
+    model = load(files / "model.joblib")
     expected = model.score_samples(np.load(files / "data.npy"))
     assert printed.shape == (200,)
     np.testing.assert_allclose(printed, expected, rtol=1e-12, atol=0)
@@ -143,7 +145,7 @@ def test_score_output_writes_the_per_row_scores(files, capsys, suffix):
     captured = capsys.readouterr()
     assert captured.out == "" and "200 scores written" in captured.err
     saved = np.load(out) if suffix == ".npy" else np.loadtxt(out, ndmin=2)
-    expected = joblib.load(files / "model.joblib").score_samples(np.load(files / "data.npy"))
+    expected = load(files / "model.joblib").score_samples(np.load(files / "data.npy"))
     assert saved.shape == (200, 1)
     np.testing.assert_array_equal(saved[:, 0], expected)
 
@@ -232,7 +234,7 @@ def test_generated_parameters_reach_the_saved_model(files):
     argv += ["--n-blocks", "2", "--architecture", "coupling", "--hidden-features", "8"]
     argv += ["--preprocessing", "logit", "--bounds=-1,17", "--seed", "3"]
     assert main(argv) == 0
-    params = joblib.load(files / "coupling.joblib").get_params()
+    params = load(files / "coupling.joblib").get_params()
     assert params["n_blocks"] == 2 and params["architecture"] == "coupling"
     assert params["hidden_features"] == 8 and params["bounds"] == (-1, 17)
     assert params["random_state"] == 3 and params["max_iter"] == 2
@@ -334,3 +336,46 @@ def test_a_closed_stdout_ends_quietly(files, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["score", str(files / "model.joblib"), str(files / "plain.csv")]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ model formats
+def test_fit_writes_the_safe_model_format_whatever_the_file_name(files):
+    payload = torch.load(files / "model.joblib", weights_only=True)  # plain data and tensors
+    assert payload["format"] == "skebflow-model" and payload["class"] == "EBFlowDensity"
+
+
+def test_joblib_models_still_load_with_a_one_line_note(files, capsys):
+    model = load(files / "model.joblib")
+    joblib.dump(model, files / "old.joblib")
+    out = files / "old-scores.npy"
+    argv = ["score", str(files / "old.joblib"), str(files / "data.npy"), "--output", str(out)]
+    assert main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "old.joblib is a joblib/pickle model" in notes[0]
+    assert "can run any code" in notes[0]
+    np.testing.assert_array_equal(
+        np.load(out)[:, 0], model.score_samples(np.load(files / "data.npy"))
+    )
+    assert (
+        main(["score", str(files / "model.joblib"), str(files / "data.npy"), "--output", str(out)])
+        == 0
+    )
+    assert "note: " not in capsys.readouterr().err  # the safe format loads without a note
+
+
+def test_damaged_and_foreign_model_files_are_one_line_errors(files, capsys):
+    content = (files / "model.joblib").read_bytes()
+    (files / "half.model").write_bytes(content[: len(content) // 2])
+    payload = torch.load(files / "model.joblib", weights_only=True)
+    torch.save({**payload, "format_version": 99}, files / "future.model")
+    torch.save({"weights": torch.ones(2)}, files / "foreign.pt")
+    expected = {
+        "half.model": "half.model is not a model file (",
+        "future.model": "format version 99",
+        "foreign.pt": "without the format marker 'skebflow-model'",
+    }
+    for name, message in expected.items():
+        assert main(["score", str(files / name), str(files / "plain.csv")]) == 1
+        assert_one_line_error(capsys.readouterr().err, message)
+    assert main(["fit", str(files / "model.joblib"), str(files / "x.joblib")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "but a skebflow model file (perhaps a model")

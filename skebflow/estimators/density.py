@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
+import os
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
-from sklearn.exceptions import DataDimensionalityWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
 import skebflow.estimators.defaults as auto
-from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
 from skebflow.estimators.divergence import check_divergence, remedies
 from skebflow.estimators.fitting import (
     barrier_thresholds,
     bounds_pair,
+    degenerate_jitter,
     training_data,
+    validation_split,
     warn_about_training,
 )
 from skebflow.estimators.inference import FittedFlowMixin
@@ -399,7 +399,7 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         X = validate_data(
             self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
         )
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         architecture, objective = self._resolve(n_features)
         min_singular_value = self._resolve_barrier(objective)
         device = resolve_device(self.device)
@@ -409,20 +409,9 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         generator = torch.Generator(device=device).manual_seed(seed + 1)
 
         x_all = as_tensor(X, dtype=torch.float64)
-        n_val = math.floor(self.validation_fraction * n_samples) if self.early_stopping else 0
-        if n_val < 2 or n_samples - n_val < 2:
-            if self.early_stopping:
-                warnings.warn(
-                    f"{n_samples} samples are too few for a validation split of "
-                    f"validation_fraction={self.validation_fraction} (at least 2 rows each): "
-                    "training without early stopping on held-out data; the stopping rule "
-                    "watches the training loss and the last epoch is kept.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            n_val = 0
-        order = torch.randperm(n_samples, generator=cpu_generator)
-        x_train, x_val = x_all[order[n_val:]], x_all[order[:n_val]]
+        x_train, x_val = validation_split(
+            x_all, self.validation_fraction if self.early_stopping else None, cpu_generator
+        )
 
         trainer_key = (architecture, str(device), dtype, self.match_after_preprocessing)
         trainer = getattr(self, "_trainer", None) if warm else None
@@ -447,15 +436,10 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             model = trainer.model
         elif not self.match_after_preprocessing:
             model = with_preprocessing(flow, copy.deepcopy(chain).to(dtype=dtype))
-        jitter = 0.0
-        if not warm and not self.dequantize:  # dequantization noise is spread enough
-            with torch.no_grad():
-                degeneracy = find_degeneracy(chain.forward(x_train)[0])
-            if degeneracy:
-                jitter = DEGENERATE_JITTER
-                warnings.warn(degeneracy.message(jitter), DataDimensionalityWarning, stacklevel=3)
-        elif warm:
+        if warm:
             jitter = self.jitter_
+        else:  # dequantization noise spreads every column enough
+            jitter = 0.0 if self.dequantize else degenerate_jitter(chain, x_train)
         train_data, prepare, score_fn = training_data(
             chain,
             x_train,
@@ -552,6 +536,31 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             generator=torch.Generator(device=device).manual_seed(seed + 2),
         )
         return self
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the fitted model to a file that ``skebflow.load`` reads without running code.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The output file (the format: ``docs/persistence.md``).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> import skebflow
+        >>> X = np.random.default_rng(0).normal(size=(100, 2))
+        >>> est = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8).fit(X)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     est.save(os.path.join(folder, "model.skebflow"))
+        ...     loaded = skebflow.load(os.path.join(folder, "model.skebflow"))
+        >>> bool(np.array_equal(loaded.score_samples(X), est.score_samples(X)))
+        True
+        """
+        from skebflow.estimators.persistence import save  # persistence imports this module
+
+        save(self, path)
 
     # ------------------------------------------------------------ sklearn glue
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private

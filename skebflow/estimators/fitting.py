@@ -6,18 +6,27 @@ What the trainer is handed (:func:`training_data`), the checks of the parameters
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
 import torch
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from torch import Tensor
 
+from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
 from skebflow.nn.flow import EnergyFlow
 from skebflow.preprocessing.transforms import Chain
 from skebflow.training.config import TrainResult
 
-__all__ = ["barrier_thresholds", "bounds_pair", "training_data", "warn_about_training"]
+__all__ = [
+    "barrier_thresholds",
+    "bounds_pair",
+    "degenerate_jitter",
+    "training_data",
+    "validation_split",
+    "warn_about_training",
+]
 
 
 def training_data(
@@ -74,6 +83,49 @@ def _jittered(batch: Tensor, jitter: float, generator: torch.Generator) -> Tenso
         return batch
     noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype, device=batch.device)
     return batch + jitter * noise
+
+
+def validation_split(
+    x: Tensor, fraction: float | None, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Return ``(x_train, x_val)``: a random ``fraction`` of the rows held out.
+
+    ``fraction=None`` holds out nothing. So does a split that would leave fewer than 2
+    rows on either side, with a ``UserWarning`` (early stopping then watches the training
+    loss).
+    """
+    n = x.shape[0]
+    n_val = math.floor(fraction * n) if fraction is not None else 0
+    if n_val < 2 or n - n_val < 2:
+        if fraction is not None:
+            warnings.warn(
+                f"{n} samples are too few for a validation split of "
+                f"validation_fraction={fraction} (at least 2 rows each): training without "
+                "early stopping on held-out data; the stopping rule watches the training "
+                "loss and the last epoch is kept.",
+                UserWarning,
+                stacklevel=4,  # fit's caller, above scikit-learn's fit wrapper
+            )
+        n_val = 0
+    order = torch.randperm(n, generator=generator)
+    return x[order[n_val:]], x[order[:n_val]]
+
+
+def degenerate_jitter(chain: Chain, x_train: Tensor) -> float:
+    """Return the jitter for ``x_train`` in ``chain``'s units: 0, or a warned-of floor.
+
+    See :mod:`skebflow.estimators.degenerate`.
+    """
+    with torch.no_grad():
+        degeneracy = find_degeneracy(chain.forward(x_train)[0])
+    if not degeneracy:
+        return 0.0
+    warnings.warn(
+        degeneracy.message(DEGENERATE_JITTER),
+        DataDimensionalityWarning,
+        stacklevel=4,  # fit's caller, above scikit-learn's fit wrapper
+    )
+    return DEGENERATE_JITTER
 
 
 def barrier_thresholds(regularizers: list) -> list[float | None]:

@@ -1,0 +1,410 @@
+"""The record of a fitted estimator (plain data and tensors), and the estimator rebuilt from it.
+
+:func:`~skebflow.estimators.persistence.save` writes a :func:`density_record` or
+:func:`detector_record`; :func:`~skebflow.estimators.persistence.load` passes what it read to
+:func:`from_record`, which builds the flow and the preprocessing from the saved parameters
+exactly as ``fit`` does, checks them against the saved structure, names, shapes and dtypes
+(a ``ValueError`` otherwise) and copies the saved tensors in.
+
+Examples
+--------
+>>> import numpy as np
+>>> from skebflow import EBFlowDensity
+>>> X = np.random.default_rng(0).normal(size=(100, 2))
+>>> est = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8, random_state=0).fit(X)
+>>> again = from_record(density_record(est))
+>>> bool(np.array_equal(again.score_samples(X), est.score_samples(X)))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import Tensor, nn
+
+from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators.fitting import bounds_pair
+from skebflow.estimators.outlier import EBFlowOutlierDetector
+from skebflow.nn.architectures import ARCHITECTURES
+from skebflow.preprocessing.transforms import Chain, make_preprocessing
+
+__all__ = ["density_record", "detector_record", "field", "from_record"]
+
+#: Fitted attributes stored in fields of their own (the flow, the preprocessing) or not at
+#: all (the device: a loaded model lives where ``persistence.load`` puts it).
+_OWN_FIELDS = ("flow_", "preprocessing_", "device_", "estimator_")
+_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_")
+
+
+# ----------------------------------------------------------------------------- records
+def density_record(estimator: EBFlowDensity) -> dict:
+    """Return the plain record of a fitted ``EBFlowDensity``.
+
+    ``class``, ``params``, ``tuple_params``, fitted ``attributes``, ``flow`` and
+    ``preprocessing`` (structures and CPU tensors). A ``TypeError`` for a value that is not
+    plain, a ``ValueError`` if the flow or preprocessing no longer matches the parameters.
+    """
+    check_is_fitted(estimator, "flow_")
+    record = {"class": "EBFlowDensity", **_encode_params(estimator)}
+    record["attributes"] = _fitted_attributes(estimator)
+    architecture, n_features = estimator.architecture_, estimator.n_features_in_
+    flow = estimator.flow_
+    fresh = _fresh_flow(estimator, architecture, n_features)
+    stale = (
+        "does not match the estimator's parameters (changed with set_params after fit, or "
+        "by a warm start with other settings), so the model could not be rebuilt from its "
+        "file; restore the parameters of the fit or refit before saving."
+    )
+    if _describe(fresh) != _describe(flow) or _shapes(fresh.state_dict()) != _shapes(
+        flow.state_dict()
+    ):
+        raise ValueError(f"The fitted flow_ ({architecture}, {n_features} features) {stale}")
+    chain = estimator.preprocessing_
+    if _describe(_fresh_chain(estimator)) != _describe(chain):
+        raise ValueError(f"The fitted preprocessing_ {stale}")
+    record["flow"] = {
+        "architecture": architecture,
+        "n_features": n_features,
+        "modules": _describe(flow),
+        "state_dict": {
+            key: value.detach().cpu().clone() for key, value in flow.state_dict().items()
+        },
+    }
+    record["preprocessing"] = {"modules": _describe(chain), "buffers": _buffers(chain)}
+    return record
+
+
+def detector_record(detector: EBFlowOutlierDetector) -> dict:
+    """Return the plain record of a fitted ``EBFlowOutlierDetector`` of an ``EBFlowDensity``.
+
+    Its own fields, its ``estimator``'s parameters (or None) and the record of its
+    ``estimator_``; a ``TypeError`` if it wraps anything but an ``EBFlowDensity``.
+    """
+    check_is_fitted(detector, "estimator_")
+    fitted = detector.estimator_
+    if type(fitted) is not EBFlowDensity:
+        raise TypeError(
+            "save writes an EBFlowOutlierDetector only when it wraps an EBFlowDensity; this "
+            f"one wraps a {type(fitted).__name__} (save that with joblib or pickle instead, "
+            "which can run code when loaded: load such files only when you trust them)."
+        )
+    template = detector.estimator
+    if template is not None and type(template) is not EBFlowDensity:
+        raise TypeError(
+            "parameter estimator of EBFlowOutlierDetector must be None or an EBFlowDensity "
+            f"to be saved, got a {type(template).__name__}."
+        )
+    record = {"class": "EBFlowOutlierDetector", **_encode_params(detector)}
+    record["estimator"] = None
+    if template is not None:
+        record["estimator"] = {"class": "EBFlowDensity", **_encode_params(template)}
+    record["attributes"] = _fitted_attributes(detector)
+    record["estimator_"] = density_record(fitted)
+    return record
+
+
+def _plain(value: object, what: str) -> object:
+    """Return ``value`` as None, bool, int, float, str, or lists and dicts of them.
+
+    Tuples become lists, numpy scalars and arrays Python values and lists, a
+    ``torch.device`` its name; anything else raises a ``TypeError`` naming ``what``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufUO":
+        return _plain(value.tolist(), what)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, what) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {str(key): _plain(item, what) for key, item in value.items()}
+    raise TypeError(
+        f"{what} is {value!r} (a {type(value).__name__}), which a model file cannot hold: "
+        "only None, bool, int, float, str and lists, tuples and dicts of them can be saved."
+    )
+
+
+def _encode_params(estimator: EBFlowDensity | EBFlowOutlierDetector) -> dict:
+    """Return the plain parameters and the names of those that were tuples."""
+    name = type(estimator).__name__
+    params, tuples = {}, []
+    for key, value in estimator.get_params(deep=False).items():
+        if key == "estimator" and isinstance(estimator, EBFlowOutlierDetector):
+            continue  # stored as a record of its own
+        try:
+            params[key] = _plain(value, f"parameter {key} of {name}")
+        except TypeError as exc:
+            raise TypeError(
+                f"{exc} Set a plain value with set_params before saving (random_state: an "
+                "int or None)."
+            ) from None
+        if isinstance(value, tuple):
+            tuples.append(key)
+    return {"params": params, "tuple_params": tuples}
+
+
+def _fitted_attributes(estimator: object) -> dict:
+    """Return the fitted attributes (public, ending in ``_``) but those with own fields."""
+    return {
+        key: _plain(value, f"the fitted attribute {key} of {type(estimator).__name__}")
+        for key, value in vars(estimator).items()
+        if _ATTRIBUTE.fullmatch(key) and key not in _OWN_FIELDS
+    }
+
+
+def _describe(module: nn.Module) -> list[dict]:
+    """Return every submodule's name, class and plain public options (the structure)."""
+    entries = []
+    for name, sub in module.named_modules():
+        options = {}
+        for key, value in vars(sub).items():
+            if key.startswith("_") or key == "training":
+                continue
+            try:
+                options[key] = _plain(value, key)
+            except TypeError:
+                continue  # not a plain option (a callable, a tensor): not described
+        entries.append({"name": name, "type": type(sub).__name__, "options": options})
+    return entries
+
+
+def _buffers(chain: Chain) -> dict[str, Tensor | None]:
+    """Return every registered buffer of the chain (``None`` for an unset one), on the CPU."""
+    out: dict[str, Tensor | None] = {}
+    for prefix, module in chain.named_modules():
+        for name, buffer in module._buffers.items():
+            key = f"{prefix}.{name}" if prefix else name
+            out[key] = None if buffer is None else buffer.detach().cpu().clone()
+    return out
+
+
+def _fresh_flow(estimator: EBFlowDensity, architecture: str, n_features: int) -> nn.Module:
+    """Build the untrained float64 flow exactly as ``fit`` does (its weights are replaced)."""
+    flow = estimator._build_flow(architecture, n_features, torch.Generator().manual_seed(0))
+    return flow.to(torch.float64)
+
+
+def _fresh_chain(estimator: EBFlowDensity) -> Chain:
+    """Build the unfitted preprocessing chain exactly as ``fit`` does."""
+    return make_preprocessing(
+        estimator.preprocessing,
+        bounds=bounds_pair(estimator.bounds),
+        dequantize=estimator.dequantize,
+    )
+
+
+def _shapes(state: Mapping[str, Tensor]) -> dict[str, tuple]:
+    return {key: (tuple(value.shape), value.dtype) for key, value in state.items()}
+
+
+# ---------------------------------------------------------------------------- rebuilding
+def from_record(record: Mapping) -> EBFlowDensity | EBFlowOutlierDetector:
+    """Rebuild the fitted estimator of a record, on the CPU, checking every field.
+
+    The flow comes back in float64, frozen and in eval mode. A ``ValueError`` if the record
+    is damaged or does not match what its parameters rebuild.
+    """
+    kind = field(record, "class", str, "the file")
+    if kind == "EBFlowDensity":
+        return _density_from_record(record, "the file")
+    if kind == "EBFlowOutlierDetector":
+        return _detector_from_record(record)
+    raise ValueError(f"it holds a {kind!r}, which this skebflow cannot load.")
+
+
+def field(record: Mapping, key: str, types: type | tuple[type, ...], where: str) -> object:
+    """Return ``record[key]``, checked to be of ``types``; a ``ValueError`` otherwise."""
+    if key not in record:
+        raise ValueError(f"the file is damaged: {where} has no {key!r}.")
+    value = record[key]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+        expected = " or ".join(t.__name__ for t in _tuple(types))
+        raise ValueError(
+            f"the file is damaged: {key!r} of {where} is of type {type(value).__name__}, "
+            f"expected {expected}."
+        )
+    return value
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _decode_params(cls: type, record: Mapping, where: str) -> object:
+    """Construct ``cls`` from the saved parameters (tuples restored) and validate them."""
+    params = dict(field(record, "params", dict, where))
+    for key in field(record, "tuple_params", list, where):
+        if key in params and isinstance(params[key], list):
+            params[key] = tuple(params[key])
+    known = set(cls().get_params(deep=False))
+    unknown = sorted(str(key) for key in set(params) - known)
+    if unknown:
+        raise ValueError(
+            f"{where} has parameters that this {cls.__name__} does not have: {unknown} "
+            "(written by a newer skebflow?)."
+        )
+    estimator = cls(**params)
+    try:
+        estimator._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} has parameters this skebflow rejects: {exc}") from exc
+    return estimator
+
+
+def _set_attributes(estimator: object, record: Mapping, where: str) -> None:
+    """Set the saved fitted attributes (``feature_names_in_`` back to an object array)."""
+    for key, value in field(record, "attributes", dict, where).items():
+        if (
+            not isinstance(key, str)
+            or not _ATTRIBUTE.fullmatch(key)
+            or key in _OWN_FIELDS
+            or hasattr(type(estimator), key)
+        ):
+            raise ValueError(f"the file is damaged: {where} sets the attribute {key!r}.")
+        if key == "feature_names_in_":
+            value = np.asarray(value, dtype=object)
+        setattr(estimator, key, value)
+
+
+def _check_modules(saved: list, rebuilt: list[dict], what: str) -> None:
+    """Compare the saved structure with the one rebuilt from the parameters."""
+    if saved == rebuilt:
+        return
+    for index, entry in enumerate(rebuilt):
+        if index >= len(saved) or saved[index] != entry:
+            other = saved[index] if index < len(saved) else "nothing"
+            if isinstance(other, dict) and {"type", "options"} <= set(other):
+                other = f"{other['type']} {other['options']}"
+            raise ValueError(
+                f"the {what} rebuilt from the saved parameters does not match the file: "
+                f"module {entry['name'] or '(root)'!r} is {entry['type']} {entry['options']} "
+                f"here, {other} in the file."
+            )
+    raise ValueError(
+        f"the {what} in the file has {len(saved)} modules, the one rebuilt from the saved "
+        f"parameters {len(rebuilt)}."
+    )
+
+
+def _check_state(saved: Mapping, expected: Mapping[str, Tensor], architecture: str) -> None:
+    """Check that the saved weights have exactly the architecture's names, shapes and dtypes."""
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"the weights do not match the architecture {architecture!r}: missing "
+            f"{missing or 'none'}, unexpected {unexpected or 'none'}."
+        )
+    for key, reference in expected.items():
+        value = saved[key]
+        if not isinstance(value, Tensor):
+            raise ValueError(f"the file is damaged: weight {key!r} is a {type(value).__name__}.")
+        if value.shape != reference.shape or value.dtype != reference.dtype:
+            raise ValueError(
+                f"the weights do not match the architecture {architecture!r}: {key!r} has "
+                f"shape {tuple(value.shape)} ({value.dtype}) in the file, the architecture "
+                f"needs {tuple(reference.shape)} ({reference.dtype})."
+            )
+
+
+def _density_from_record(record: Mapping, where: str) -> EBFlowDensity:
+    """Rebuild a fitted ``EBFlowDensity`` from its record."""
+    estimator = _decode_params(EBFlowDensity, record, where)
+    _set_attributes(estimator, record, where)
+    spec = field(record, "flow", dict, where)
+    architecture = field(spec, "architecture", str, "the flow")
+    n_features = field(spec, "n_features", int, "the flow")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"the file is damaged: unknown architecture {architecture!r}.")
+    if n_features < 1 or getattr(estimator, "n_features_in_", None) != n_features:
+        raise ValueError(
+            f"the file is damaged: the flow has {n_features} features, n_features_in_ is "
+            f"{getattr(estimator, 'n_features_in_', None)!r}."
+        )
+    flow = _fresh_flow(estimator, architecture, n_features)
+    _check_modules(field(spec, "modules", list, "the flow"), _describe(flow), "flow")
+    state = field(spec, "state_dict", dict, "the flow")
+    _check_state(state, flow.state_dict(), architecture)
+    flow.load_state_dict(state, strict=True)
+    flow.requires_grad_(False).eval()
+
+    chain = _fresh_chain(estimator)
+    prep = field(record, "preprocessing", dict, where)
+    _check_modules(
+        field(prep, "modules", list, "the preprocessing"), _describe(chain), "preprocessing"
+    )
+    _load_buffers(chain, field(prep, "buffers", dict, "the preprocessing"), n_features)
+
+    log_z = field(vars(estimator), "log_normalizer_", float, "the fitted attributes")
+    with torch.no_grad():
+        recomputed = float(flow.log_normalizer())
+    if not (math.isfinite(log_z) and math.isclose(recomputed, log_z, rel_tol=1e-9, abs_tol=1e-9)):
+        raise ValueError(
+            f"the file is damaged: its weights give the log-normalizer {recomputed!r}, the "
+            f"file records {log_z!r}."
+        )
+    estimator.flow_ = flow
+    estimator.preprocessing_ = chain.to(torch.float64)
+    estimator.device_ = torch.device("cpu")
+    return estimator
+
+
+def _load_buffers(chain: Chain, saved: Mapping, n_features: int) -> None:
+    """Put the saved statistics into the rebuilt chain (names, dtypes and shapes checked)."""
+    expected = _buffers(chain)
+    if set(saved) != set(expected):
+        raise ValueError(
+            "the preprocessing statistics do not match the preprocessing: the file has "
+            f"{sorted(saved)}, it needs {sorted(expected)}."
+        )
+    for key, value in saved.items():
+        if value is not None and not (
+            isinstance(value, Tensor)
+            and value.dtype == torch.float64
+            and tuple(value.shape) == (n_features,)
+        ):
+            shown = (
+                f"shape {tuple(value.shape)} ({value.dtype})"
+                if isinstance(value, Tensor)
+                else f"a {type(value).__name__}"
+            )
+            raise ValueError(
+                f"the preprocessing statistic {key!r} is {shown} in the file; it must be a "
+                f"float64 tensor of shape ({n_features},)."
+            )
+        prefix, _, name = key.rpartition(".")
+        setattr(chain.get_submodule(prefix), name, value)
+
+
+def _detector_from_record(record: Mapping) -> EBFlowOutlierDetector:
+    """Rebuild a fitted ``EBFlowOutlierDetector`` from its record."""
+    detector = _decode_params(EBFlowOutlierDetector, record, "the file")
+    template = field(record, "estimator", (dict, type(None)), "the file")
+    if template is not None:
+        if field(template, "class", str, "the estimator parameter") != "EBFlowDensity":
+            raise ValueError(
+                "the file is damaged: the estimator parameter is not an EBFlowDensity."
+            )
+        detector.set_params(estimator=_decode_params(EBFlowDensity, template, "the estimator"))
+    _set_attributes(detector, record, "the file")
+    fitted = field(record, "estimator_", dict, "the file")
+    if field(fitted, "class", str, "estimator_") != "EBFlowDensity":
+        raise ValueError("the file is damaged: estimator_ is not an EBFlowDensity.")
+    detector.estimator_ = _density_from_record(fitted, "estimator_")
+    field(vars(detector), "offset_", float, "the fitted attributes")
+    return detector

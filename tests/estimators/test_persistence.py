@@ -1,0 +1,459 @@
+"""Safe model files: bit-exact round trips, plain content, and every refusal on load."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.neighbors import KernelDensity
+
+import skebflow
+from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow.estimators.persistence import (
+    FORMAT,
+    FORMAT_VERSION,
+    ModelVersionWarning,
+    NotAModelFileError,
+    load,
+    save,
+)
+
+pytestmark = [
+    pytest.mark.usefixtures("quiet_convergence"),
+    pytest.mark.filterwarnings("ignore::skebflow.DivergenceWarning"),
+]
+
+FAST = {"max_iter": 2, "n_blocks": 1, "hidden_features": 8, "device": "cpu", "random_state": 0}
+CONFIGS = {
+    "spline": {"architecture": "spline"},
+    "coupling": {"architecture": "coupling"},
+    "fc": {"architecture": "fc"},
+    "autoregressive": {"architecture": "autoregressive"},
+    "logit-bounds-dequantize": {"preprocessing": "logit", "bounds": (0, 15), "dequantize": True},
+    "no-preprocessing": {"preprocessing": None},
+    "inside-ssm": {"match_after_preprocessing": False, "objective": "ssm"},
+}
+
+
+def data(config: dict) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if config.get("dequantize"):
+        return rng.integers(0, 16, size=(60, 3)).astype(np.float64)
+    return rng.normal(size=(60, 3)) * [1.0, 3.0, 0.5] + [0.0, 5.0, -1.0]
+
+
+@pytest.fixture(scope="module")
+def fitted() -> EBFlowDensity:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the short fit's convergence and divergence warnings
+        return EBFlowDensity(**FAST).fit(data({}))
+
+
+@pytest.fixture(scope="module")
+def model_file(fitted, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "model.skebflow"
+    save(fitted, path)
+    return path
+
+
+def rewrite(source: Path, target: Path, change: object) -> Path:
+    """Write a copy of a model file whose content ``change(payload)`` edited in place."""
+    payload = torch.load(source, weights_only=True)
+    change(payload)
+    torch.save(payload, target)
+    return target
+
+
+def assert_same_model(original: EBFlowDensity, loaded: EBFlowDensity, X: np.ndarray) -> None:
+    np.testing.assert_array_equal(loaded.score_samples(X), original.score_samples(X))
+    np.testing.assert_array_equal(
+        loaded.sample(7, random_state=3), original.sample(7, random_state=3)
+    )
+    np.testing.assert_array_equal(loaded.score_gradient(X), original.score_gradient(X))
+
+
+# ------------------------------------------------------------------------ round trips
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_round_trip_is_bit_exact(name, tmp_path):
+    config = CONFIGS[name]
+    X = data(config)
+    original = EBFlowDensity(**{**FAST, **config}).fit(X)
+    save(original, tmp_path / "m.skebflow")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelVersionWarning)  # same versions: no warning
+        loaded = load(tmp_path / "m.skebflow")
+    assert type(loaded) is EBFlowDensity
+    assert_same_model(original, loaded, X)
+    assert loaded.get_params() == original.get_params()
+    for key in ("architecture_", "objective_", "log_normalizer_", "n_iter_", "loss_curve_"):
+        assert getattr(loaded, key) == getattr(original, key)
+
+
+def test_every_fitted_attribute_comes_back(fitted, model_file):
+    loaded = load(model_file)
+    for key, value in vars(fitted).items():
+        if key.endswith("_") and not key.startswith("_") and key not in ("flow_", "preprocessing_"):
+            assert getattr(loaded, key) == value, key
+            assert type(getattr(loaded, key)) is type(value), key
+    assert {key for key in vars(loaded) if key.endswith("_")} == {
+        key for key in vars(fitted) if key.endswith("_")
+    }
+
+
+def test_loaded_flow_is_cpu_float64_frozen_and_in_eval_mode(fitted, model_file):
+    loaded = load(model_file)
+    assert loaded.device_ == torch.device("cpu")
+    assert not loaded.flow_.training
+    assert loaded.preprocessing_.training == fitted.preprocessing_.training  # as fit leaves it
+    for tensor in [*loaded.flow_.parameters(), *loaded.preprocessing_.buffers()]:
+        assert tensor.device.type == "cpu"
+        assert not tensor.requires_grad
+    assert {p.dtype for p in loaded.flow_.parameters()} == {torch.float64}
+    assert {b.dtype for b in loaded.preprocessing_.buffers()} == {torch.float64}
+
+
+def test_tuple_parameters_and_feature_names_come_back(tmp_path):
+    X = data({"dequantize": True})
+    original = EBFlowDensity(**FAST, preprocessing="logit", bounds=(0, 15)).fit(X)
+    original.feature_names_in_ = np.asarray(["a", "b", "c"], dtype=object)
+    save(original, tmp_path / "m.skebflow")
+    loaded = load(tmp_path / "m.skebflow")
+    assert loaded.bounds == (0, 15) and isinstance(loaded.bounds, tuple)
+    assert loaded.feature_names_in_.dtype == object
+    np.testing.assert_array_equal(loaded.feature_names_in_, original.feature_names_in_)
+
+
+def test_numpy_values_in_parameters_are_saved_as_python_values(tmp_path):
+    X = data({})
+    params = {
+        **FAST,
+        "tol": np.float64(1e-3),
+        "max_iter": np.int64(2),
+        "device": torch.device("cpu"),
+    }
+    original = EBFlowDensity(**params).fit(X)
+    save(original, tmp_path / "m.skebflow")
+    loaded = load(tmp_path / "m.skebflow")
+    assert type(loaded.tol) is float and type(loaded.max_iter) is int and loaded.device == "cpu"
+    assert_same_model(original, loaded, X)
+
+
+def test_a_loaded_model_refits_and_warm_starts(model_file):
+    X = data({})
+    loaded = load(model_file)
+    before = loaded.score(X)
+    loaded.set_params(warm_start=True, max_iter=1).fit(X)
+    assert loaded.n_iter_ == 1 and np.isfinite(loaded.score(X)) and loaded.score(X) != before
+
+
+def test_outlier_detector_round_trip(tmp_path):
+    X = data({})
+    for template in (EBFlowDensity(**FAST), None):
+        detector = EBFlowOutlierDetector(estimator=template, contamination=0.1, random_state=0)
+        if template is None:  # the default flow, shortened
+            detector.fit(X[:20])
+        else:
+            detector.fit(X)
+        save(detector, tmp_path / "d.skebflow")
+        loaded = load(tmp_path / "d.skebflow")
+        assert type(loaded) is EBFlowOutlierDetector
+        assert loaded.offset_ == detector.offset_
+        assert loaded.get_params(deep=True).keys() == detector.get_params(deep=True).keys()
+        assert repr(loaded) == repr(detector)
+        np.testing.assert_array_equal(loaded.decision_function(X), detector.decision_function(X))
+        np.testing.assert_array_equal(loaded.predict(X), detector.predict(X))
+        assert_same_model(detector.estimator_, loaded.estimator_, X)
+
+
+def test_the_file_holds_only_plain_data_and_tensors(model_file):
+    payload = torch.load(model_file, weights_only=True, map_location="cpu")
+    assert payload["format"] == FORMAT and payload["format_version"] == FORMAT_VERSION
+    assert payload["skebflow_version"] == skebflow.__version__
+    assert payload["torch_version"] == str(torch.__version__)
+    assert set(payload) == {
+        "format",
+        "format_version",
+        "skebflow_version",
+        "torch_version",
+        "class",
+        "params",
+        "tuple_params",
+        "attributes",
+        "flow",
+        "preprocessing",
+    }
+    assert set(payload["flow"]) == {"architecture", "n_features", "modules", "state_dict"}
+    assert set(payload["preprocessing"]) == {"modules", "buffers"}
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            assert type(value) is dict and all(type(key) is str for key in value)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            assert type(value) is list
+            for item in value:
+                walk(item)
+        else:
+            assert value is None or type(value) in (str, int, float, bool, torch.Tensor), value
+
+    walk(payload)
+
+
+# ------------------------------------------------------------------- refusals on save
+def test_saving_refuses_other_estimators_and_unfitted_ones(tmp_path):
+    with pytest.raises(
+        TypeError, match="EBFlowDensity or EBFlowOutlierDetector, got KernelDensity"
+    ):
+        save(KernelDensity().fit(data({})), tmp_path / "x")
+    with pytest.raises(NotFittedError):
+        save(EBFlowDensity(), tmp_path / "x")
+    kde = EBFlowOutlierDetector(estimator=KernelDensity()).fit(data({}))
+    with pytest.raises(TypeError, match="only when it wraps an EBFlowDensity; this one wraps a"):
+        save(kde, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_saving_refuses_parameters_that_are_not_plain_values(tmp_path):
+    X = data({})
+    est = EBFlowDensity(**{**FAST, "random_state": np.random.RandomState(0)}).fit(X)
+    with pytest.raises(TypeError, match="parameter random_state of EBFlowDensity is RandomState"):
+        save(est, tmp_path / "x")
+    detector = EBFlowOutlierDetector(estimator=EBFlowDensity(**FAST)).fit(X)
+    detector.estimator = KernelDensity()  # fitted with a flow, then the parameter changed
+    with pytest.raises(TypeError, match="estimator of EBFlowOutlierDetector must be None or an"):
+        save(detector, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_saving_refuses_a_flow_its_parameters_no_longer_describe(tmp_path):
+    est = EBFlowDensity(**FAST).fit(data({}))
+    est.set_params(n_blocks=2)
+    with pytest.raises(ValueError, match=r"flow_ .* does not match the estimator's parameters"):
+        save(est, tmp_path / "x")
+    est.set_params(n_blocks=1, preprocessing=None)
+    with pytest.raises(ValueError, match="preprocessing_ does not match"):
+        save(est, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------- refusals on load
+def test_random_bytes_empty_and_truncated_files_are_refused(model_file, tmp_path):
+    (tmp_path / "random").write_bytes(np.random.default_rng(0).bytes(2000))
+    (tmp_path / "empty").write_bytes(b"")
+    content = model_file.read_bytes()
+    (tmp_path / "half").write_bytes(content[: len(content) // 2])
+    for name in ("random", "empty", "half"):
+        with pytest.raises(NotAModelFileError, match="is not a skebflow model file: torch cannot"):
+            load(tmp_path / name)
+    assert issubclass(NotAModelFileError, ValueError)
+
+
+def test_a_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope")
+
+
+def test_foreign_torch_files_are_refused(tmp_path):
+    torch.save({"weight": torch.ones(3)}, tmp_path / "dict.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(NotAModelFileError, match="holds a dict without the format marker"):
+        load(tmp_path / "dict.pt")
+    with pytest.raises(NotAModelFileError, match="holds a list without the format marker"):
+        load(tmp_path / "list.pt")
+
+
+def _write_marker(path: str) -> None:
+    """What a malicious file would run on loading (here: harmless, it leaves a marker)."""
+    Path(path).write_text("this ran while loading")
+
+
+class _Payload:
+    """An object whose unpickling calls ``_write_marker``, as a pickle exploit would."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (_write_marker, (self.marker,))
+
+
+@pytest.mark.parametrize("writer", ["pickle-2", "pickle-5", "joblib", "torch.save", "in-model"])
+def test_pickles_that_would_run_code_are_refused_unrun(writer, model_file, tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "model.skebflow"
+    if writer == "pickle-2":
+        path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    elif writer == "pickle-5":
+        path.write_bytes(pickle.dumps(_Payload(marker), protocol=5))
+    elif writer == "joblib":
+        joblib.dump(_Payload(marker), path)
+    elif writer == "torch.save":
+        torch.save(_Payload(marker), path)
+    else:  # a genuine model file with the exploit hidden in a parameter
+        rewrite(model_file, path, lambda p: p["params"].update(verbose=_Payload(marker)))
+    # The file is live: an ordinary unpickler runs the payload.
+    if writer in ("pickle-2", "pickle-5", "joblib"):
+        joblib.load(path) if writer == "joblib" else pickle.loads(path.read_bytes())
+    else:
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    expected = "pickle file" if writer.startswith(("pickle", "joblib")) else "torch file holding"
+    with pytest.raises(NotAModelFileError, match=f"{expected}.*can run arbitrary code"):
+        load(path)
+    assert not marker.exists()
+
+
+def test_a_newer_format_version_is_refused(model_file, tmp_path):
+    path = rewrite(
+        model_file, tmp_path / "m", lambda p: p.update(format_version=FORMAT_VERSION + 1)
+    )
+    with pytest.raises(ValueError, match=r"format version 2 .* newer than version 1.*upgrade"):
+        load(path)
+
+
+def test_another_major_skebflow_version_is_refused(model_file, tmp_path):
+    major = int(skebflow.__version__.split(".")[0])
+    newer = f"{major + 1}.0.0"
+    path = rewrite(model_file, tmp_path / "m", lambda p: p.update(skebflow_version=newer))
+    with pytest.raises(ValueError, match=f"saved by skebflow {newer}, whose major version differs"):
+        load(path)
+
+
+def test_other_minor_skebflow_and_torch_versions_warn(model_file, tmp_path):
+    X = data({})
+    reference = load(model_file)
+    major = skebflow.__version__.split(".")[0]
+    path = rewrite(model_file, tmp_path / "m", lambda p: p.update(skebflow_version=f"{major}.99"))
+    with pytest.warns(ModelVersionWarning, match=rf"saved by skebflow {major}\.99, this is"):
+        loaded = load(path)
+    np.testing.assert_array_equal(loaded.score_samples(X), reference.score_samples(X))
+    path = rewrite(model_file, tmp_path / "t", lambda p: p.update(torch_version="1.0.0+cu99"))
+    with pytest.warns(ModelVersionWarning, match="saved with torch 1.0.0.cu99, this is torch"):
+        load(path)
+    local = f"{str(torch.__version__).split('+')[0]}+other"  # another build of the same torch
+    path = rewrite(model_file, tmp_path / "b", lambda p: p.update(torch_version=local))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelVersionWarning)
+        load(path)
+
+
+def _grow_weight(payload: dict) -> None:
+    state = payload["flow"]["state_dict"]
+    state["layers.1.weight"] = torch.zeros(4, 4, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_grow_weight, r"'layers.1.weight' has shape \(4, 4\) .* needs \(3, 3\)"),
+        (
+            lambda p: p["flow"]["state_dict"].pop("layers.1.bias"),
+            r"missing \['layers.1.bias'\], unexpected none",
+        ),
+        (
+            lambda p: p["flow"]["state_dict"].update(extra=torch.ones(1)),
+            r"missing none, unexpected \['extra'\]",
+        ),
+        (
+            lambda p: p["flow"]["state_dict"].update(
+                {"layers.1.weight": torch.eye(3, dtype=torch.float32)}
+            ),
+            r"\(torch.float32\) in the file, the architecture needs \(3, 3\) \(torch.float64\)",
+        ),
+        (
+            lambda p: p["params"].update(n_blocks=2),
+            "rebuilt from the saved parameters does not match",
+        ),
+        (lambda p: p["flow"]["modules"][1].update(type="Other"), "module 'layers' is ModuleList"),
+        (
+            lambda p: p["preprocessing"]["buffers"].update(
+                {"transforms.0.mean": torch.zeros(2, dtype=torch.float64)}
+            ),
+            r"'transforms.0.mean' is shape \(2,\) .* float64 tensor of shape \(3,\)",
+        ),
+        (
+            lambda p: p["preprocessing"]["buffers"].pop("transforms.0.scale"),
+            "statistics do not match",
+        ),
+        (
+            lambda p: p["params"].update(preprocessing="logit"),
+            "preprocessing rebuilt from the saved",
+        ),
+        (
+            lambda p: p["flow"]["state_dict"]["layers.1.weight"].mul_(2.0),
+            "weights give the log-normalizer",
+        ),
+        (lambda p: p["params"].update(learning_rate=-1.0), "parameters this skebflow rejects"),
+        (lambda p: p["params"].update(colour="blue"), r"does not have: \['colour'\]"),
+        (lambda p: p["attributes"].update(fit="x"), "sets the attribute 'fit'"),
+        (lambda p: p.pop("flow"), "the file has no 'flow'"),
+        (lambda p: p["attributes"].pop("log_normalizer_"), "no 'log_normalizer_'"),
+        (
+            lambda p: p["flow"].update(n_features="3"),
+            "'n_features' of the flow is of type str, expected int",
+        ),
+        (lambda p: p["flow"].update(architecture="glow"), "unknown architecture 'glow'"),
+        (lambda p: p.update(format_version=True), "'format_version' of the file is of type bool"),
+        (
+            lambda p: p.update({"class": "Pipeline"}),
+            "holds a 'Pipeline', which this skebflow cannot",
+        ),
+    ],
+    ids=[
+        "weight-shape",
+        "missing-weight",
+        "unexpected-weight",
+        "weight-dtype",
+        "other-n-blocks",
+        "other-module",
+        "statistic-shape",
+        "missing-statistic",
+        "other-preprocessing",
+        "tampered-weights",
+        "invalid-param",
+        "unknown-param",
+        "method-as-attribute",
+        "missing-flow",
+        "missing-log-z",
+        "mistyped-field",
+        "unknown-architecture",
+        "bool-format-version",
+        "unknown-class",
+    ],
+)
+def test_damaged_contents_are_refused_with_the_reason(model_file, tmp_path, change, message):
+    path = rewrite(model_file, tmp_path / "m", change)
+    with pytest.raises(ValueError, match=message) as info:
+        load(path)
+    assert str(info.value).startswith(f"cannot load {path}: ")
+    assert not isinstance(info.value, NotAModelFileError)
+
+
+def test_load_on_another_device(model_file):
+    assert load(model_file, device="auto").device_.type == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    with pytest.raises(ValueError, match="is not a device torch knows"):
+        load(model_file, device="nonsense")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_load_onto_cuda_scores_as_on_the_cpu(fitted, model_file):
+    loaded = load(model_file, device="cuda")
+    assert loaded.device_.type == "cuda" and next(loaded.flow_.parameters()).is_cuda
+    X = data({})
+    np.testing.assert_allclose(loaded.score_samples(X), fitted.score_samples(X), rtol=1e-10)
+
+
+def test_new_fitted_attributes_of_a_later_version_are_kept(model_file, tmp_path):
+    path = rewrite(model_file, tmp_path / "m", lambda p: p["attributes"].update(extra_=[1, 2]))
+    assert load(path).extra_ == [1, 2]
