@@ -424,7 +424,10 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             chain = make_preprocessing(
                 self.preprocessing, bounds=bounds_pair(self.bounds), dequantize=self.dequantize
             )
-            chain = chain.fit(x_train).to(device=device, dtype=torch.float64)
+            # Inferred logit bounds must hold the validation rows too (they are scored).
+            inferred_box = self.preprocessing == "logit" and self.bounds is None
+            chain = chain.fit(x_all if inferred_box else x_train)
+            chain = chain.to(device=device, dtype=torch.float64)
             flow = self._build_flow(architecture, n_features, cpu_generator).to(
                 device=device, dtype=dtype
             )

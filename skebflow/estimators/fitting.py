@@ -6,6 +6,7 @@ What the trainer is handed (:func:`training_data`), the checks of the parameters
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -68,12 +69,19 @@ def training_data(
     if not len(x_val):
         return train_data, prepare, None
     with torch.no_grad():
-        y_val, ladj_val = inner.forward(x_val)
-        y_val, offset = y_val.to(dtype), float(ladj_val.mean())
+        y_val64, ladj_val = inner.forward(x_val)
+        y_val, offset = y_val64.to(dtype), float(ladj_val.mean())
 
     def score_fn(model: EnergyFlow) -> float:
         with torch.no_grad():
-            return float(model.log_prob(y_val).mean()) + offset
+            values = model.log_prob(y_val).to(torch.float64)
+            bad = ~torch.isfinite(values)
+            if bool(bad.any()) and dtype != torch.float64:
+                # A row far from the data can overflow the training precision (float32's
+                # range ends at 3e38); score those rows again in float64.
+                model64 = copy.deepcopy(model).to(torch.float64)
+                values[bad] = model64.log_prob(y_val64[bad].to(torch.float64))
+            return float(values.mean()) + offset
 
     return train_data, prepare, score_fn
 

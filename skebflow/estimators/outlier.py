@@ -190,6 +190,7 @@ class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
             self,
             X,
             accept_sparse=sparse,
+            dtype=[np.float64, np.float32],  # as EBFlowDensity and KernelDensity convert
             ensure_all_finite="allow-nan" if allow_nan else True,
             reset=reset,
         )

@@ -42,7 +42,10 @@ def _fmt_bounds(low: Tensor, high: Tensor) -> str:
     lo, hi = low.flatten(), high.flatten()
     if bool((lo == lo[0]).all() & (hi == hi[0]).all()):
         return f"bounds=({lo[0].item():g}, {hi[0].item():g})"
-    return f"the per-feature bounds (low in [{lo.min().item():g}, {lo.max().item():g}])"
+    return (
+        f"the per-feature bounds (low in [{lo.min().item():g}, {lo.max().item():g}], "
+        f"high in [{hi.min().item():g}, {hi.max().item():g}])"
+    )
 
 
 class Logit(Transform):
