@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -30,6 +31,7 @@ from skebflow.estimators.fitting import (
     validation_split,
     warn_about_training,
 )
+from skebflow.estimators.incremental import IncrementalMixin
 from skebflow.estimators.inference import FittedFlowMixin
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
@@ -55,7 +57,7 @@ __all__ = ["EBFlowDensity"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
+class EBFlowDensity(IncrementalMixin, FittedFlowMixin, DensityMixin, BaseEstimator):
     r"""Density estimation with an energy-based normalizing flow trained by score matching.
 
     The flow's log-density splits into an energy, which training touches, and a
@@ -370,6 +372,45 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
         self.batch_size_, self.ema_decay_ = batch_size, ema_decay or None
         return batch_size, ema_decay or None
 
+    def _training_setup(
+        self, architecture: str, objective: str, min_singular_value: float | None, n_train: int
+    ) -> tuple[TrainConfig, Callable, list, str]:
+        """Return the trainer's config, loss and regularizers, and the remedies to cite."""
+        batch_size, ema_decay = self._resolve_batch_and_ema(n_train)
+        lr_patience = None
+        if self.lr_schedule == "plateau":
+            lr_patience = auto.plateau_patience(self.n_iter_no_change)
+        learning_rate = self.learning_rate
+        if learning_rate == "auto":
+            learning_rate = auto.DEFAULT_LEARNING_RATES[architecture]
+        self.learning_rate_ = learning_rate
+        config = TrainConfig(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=self.max_iter,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            ema_decay=ema_decay,
+            max_grad_norm=self.max_grad_norm,
+            lr_patience=lr_patience,
+            verbose=int(self.verbose),
+        )
+        loss = bind_objective(
+            objective,
+            n_slices=self.n_slices,
+            noise_scale=self.noise_scale,
+            fd_epsilon=self.fd_epsilon,
+        )
+        advice = remedies(
+            architecture=architecture,
+            objective=objective,
+            learning_rate=learning_rate,
+            max_grad_norm=self.max_grad_norm,
+            noise_scale=self.noise_scale,
+            preprocessing=self.preprocessing,
+        )
+        return config, loss, make_regularizers(objective, min_singular_value), advice
+
     def _build_flow(
         self, architecture: str, n_features: int, generator: torch.Generator
     ) -> EnergyFlow:
@@ -396,6 +437,7 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             The fitted estimator.
         """
         warm = self.warm_start and hasattr(self, "flow_")
+        self._incremental = self._sample_preprocessing = None  # fit starts over
         X = validate_data(
             self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
         )
@@ -453,46 +495,15 @@ class EBFlowDensity(FittedFlowMixin, DensityMixin, BaseEstimator):
             jitter=jitter,
         )
 
-        batch_size, ema_decay = self._resolve_batch_and_ema(len(train_data))
-        lr_patience = None
-        if self.lr_schedule == "plateau":
-            lr_patience = auto.plateau_patience(self.n_iter_no_change)
-        learning_rate = self.learning_rate
-        if learning_rate == "auto":
-            learning_rate = auto.DEFAULT_LEARNING_RATES[architecture]
-        self.learning_rate_ = learning_rate
-        config = TrainConfig(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_iter=self.max_iter,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-            ema_decay=ema_decay,
-            max_grad_norm=self.max_grad_norm,
-            lr_patience=lr_patience,
-            verbose=int(self.verbose),
+        config, loss, regularizers, advice = self._training_setup(
+            architecture, objective, min_singular_value, len(train_data)
         )
-        loss = bind_objective(
-            objective,
-            n_slices=self.n_slices,
-            noise_scale=self.noise_scale,
-            fd_epsilon=self.fd_epsilon,
-        )
-        regularizers = make_regularizers(objective, min_singular_value)
         if trainer is None:
             trainer = Trainer(model, loss, config, generator=generator, regularizers=regularizers)
         else:  # warm start: same optimizer moments, schedule, EMA and generator
             trainer.loss_fn, trainer.config = loss, config
             if barrier_thresholds(trainer.regularizers) != barrier_thresholds(regularizers):
                 trainer.regularizers = regularizers  # else the barrier keeps its state
-        advice = remedies(
-            architecture=architecture,
-            objective=objective,
-            learning_rate=learning_rate,
-            max_grad_norm=self.max_grad_norm,
-            noise_scale=self.noise_scale,
-            preprocessing=self.preprocessing,
-        )
         single = device.type == "cpu" and n_features < auto.SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
             initial_score = None
