@@ -77,7 +77,12 @@ def test_check_divergence_sees_samples_far_outside_the_data():
 
 def test_non_finite_training_names_this_configurations_remedies(moons):
     est = EBFlowDensity(
-        objective="ssm", learning_rate=1e6, max_grad_norm=None, max_iter=50, ema_decay=None
+        objective="ssm",
+        learning_rate=1e6,
+        max_grad_norm=None,
+        max_iter=50,
+        ema_decay=None,
+        random_state=0,
     )
     with pytest.raises(FloatingPointError, match="this fit used 1e\\+06") as info:
         est.fit(moons[:200])
