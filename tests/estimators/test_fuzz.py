@@ -245,7 +245,7 @@ def training_matrices(draw: st.DrawFn) -> tuple[np.ndarray, dict]:
             column = (rng.uniform(size=n) < draw(st.floats(0.05, 0.95))).astype(np.float64)
         elif kind == "spike":
             # At most 1e12: a larger outlier that lands in the validation split fails the
-            # fit (see the xfail test of a gross outlier at the end).
+            # fit (see the regression test of a gross outlier at the end).
             column = np.zeros(n)
             exponent = draw(st.integers(-MAX_EXPONENT, 12))
             column[draw(st.integers(0, n - 1))] = draw(factors) * 10.0**exponent
@@ -504,7 +504,9 @@ def test_object_arrays_of_numbers_score_as_floats(index, rows):
 
 
 def test_dataframes_fit_and_score_as_their_values():
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip(
+        "pandas", reason="pandas is not a dependency; DataFrames are checked where it is installed"
+    )
     X = _reference_data()
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
     est = _fit(frame, PARAMS[1])[0]

@@ -85,7 +85,9 @@ def test_a_chunk_of_another_width_is_refused_and_fit_starts_over(moons):
 
 
 def test_partial_fit_over_the_blocks_of_a_dask_array(moons):
-    da = pytest.importorskip("dask.array")
+    da = pytest.importorskip(
+        "dask.array", reason="the [dask] extra is not installed; the test runs where it is"
+    )
     X, X_test = moons
     blocks = da.from_array(X, chunks=(500, 2))
     est = EBFlowDensity(random_state=0)
