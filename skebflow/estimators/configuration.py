@@ -1,0 +1,103 @@
+"""How ``EBFlowDensity`` turns its parameters into a flow and a trainer's settings.
+
+:class:`ConfigurationMixin` resolves every ``"auto"`` parameter (through
+:mod:`skebflow.estimators.defaults`), builds the flow of the chosen architecture, and
+gives ``fit`` and ``partial_fit`` the same trainer configuration, loss, regularizers and
+remedies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+import skebflow.estimators.defaults as auto
+from skebflow.estimators.divergence import remedies
+from skebflow.nn.architectures import ARCHITECTURES
+from skebflow.nn.flow import EnergyFlow
+from skebflow.objectives.registry import barrier_applies, bind_objective, make_regularizers
+from skebflow.training.trainer import TrainConfig
+
+__all__ = ["ConfigurationMixin"]
+
+
+class ConfigurationMixin:
+    """Parameter resolution, flow building and trainer settings of the estimator."""
+
+    def _resolve(self, n_features: int) -> tuple[str, str]:
+        architecture = self.architecture
+        if architecture == "auto":
+            architecture = auto.auto_architecture(n_features)
+        objective = self.objective
+        if objective == "auto":
+            objective = auto.auto_objective(n_features)
+        return architecture, objective
+
+    def _resolve_barrier(self, objective: str) -> float | None:
+        """Threshold of the singular-value barrier for ``objective``, or ``None``."""
+        if not barrier_applies(objective):
+            return None
+        if self.min_singular_value != "auto":
+            return self.min_singular_value
+        return auto.AUTO_MIN_SINGULAR_VALUE if self.preprocessing is not None else None
+
+    def _resolve_batch_and_ema(self, n_train: int) -> tuple[int, float | None]:
+        """Batch size and EMA decay for ``n_train`` training rows (``"auto"`` resolved)."""
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            batch_size = auto.auto_batch_size(n_train)
+        batch_size = min(int(batch_size), n_train)
+        ema_decay = self.ema_decay
+        if ema_decay == "auto":
+            ema_decay = auto.auto_ema_decay(n_train, batch_size)
+        self.batch_size_, self.ema_decay_ = batch_size, ema_decay or None
+        return batch_size, ema_decay or None
+
+    def _training_setup(
+        self, architecture: str, objective: str, min_singular_value: float | None, n_train: int
+    ) -> tuple[TrainConfig, Callable, list, str]:
+        """Return the trainer's config, loss and regularizers, and the remedies to cite."""
+        batch_size, ema_decay = self._resolve_batch_and_ema(n_train)
+        lr_patience = None
+        if self.lr_schedule == "plateau":
+            lr_patience = auto.plateau_patience(self.n_iter_no_change)
+        learning_rate = self.learning_rate
+        if learning_rate == "auto":
+            learning_rate = auto.DEFAULT_LEARNING_RATES[architecture]
+        self.learning_rate_ = learning_rate
+        config = TrainConfig(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=self.max_iter,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            ema_decay=ema_decay,
+            max_grad_norm=self.max_grad_norm,
+            lr_patience=lr_patience,
+            verbose=int(self.verbose),
+        )
+        loss = bind_objective(
+            objective,
+            n_slices=self.n_slices,
+            noise_scale=self.noise_scale,
+            fd_epsilon=self.fd_epsilon,
+        )
+        advice = remedies(
+            architecture=architecture,
+            objective=objective,
+            learning_rate=learning_rate,
+            max_grad_norm=self.max_grad_norm,
+            noise_scale=self.noise_scale,
+            preprocessing=self.preprocessing,
+        )
+        return config, loss, make_regularizers(objective, min_singular_value), advice
+
+    def _build_flow(
+        self, architecture: str, n_features: int, generator: torch.Generator
+    ) -> EnergyFlow:
+        n_blocks = self.n_blocks if self.n_blocks is not None else auto.DEFAULT_BLOCKS[architecture]
+        options: dict = {"n_blocks": n_blocks, "generator": generator}
+        if architecture in ("coupling", "spline", "autoregressive"):
+            options["hidden_features"] = self.hidden_features
+        return ARCHITECTURES[architecture](n_features, **options)
