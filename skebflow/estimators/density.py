@@ -428,7 +428,12 @@ class EBFlowDensity(
         with intra_op_threads(1 if single else None):
             initial_score = None
             if score_fn is not None and not warm:
-                initial_score = float(score_fn(trainer.kept))  # the untrained flow
+                # The untrained flow, scored as the trainer scores (eval mode): in
+                # training mode an ActNorm would initialize itself on the validation
+                # rows after the log-normalizer was taken, a wrong baseline and a leak.
+                trainer.kept.eval()
+                initial_score = float(score_fn(trainer.kept))
+                trainer.kept.train()
             try:
                 result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
             except TrainingDivergedError as exc:
