@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from numbers import Integral
 
 import numpy as np
@@ -37,13 +38,30 @@ _RAY_TRIES = 4
 class FittedFlowMixin:
     """Inference and persistence for an estimator that holds a fitted flow."""
 
-    def _check_input(self, X: object, *, check_support: bool = True) -> Tensor:
+    def _check_input(self, X: object) -> np.ndarray:
+        """Validate ``X`` as scikit-learn does, without copying it into torch."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        x = as_tensor(X, dtype=torch.float64, device=self.device_)
-        if check_support:
-            self.preprocessing_.check(x)
-        return x
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def _chunks(
+        self, X: np.ndarray, *, check_support: bool = True
+    ) -> Iterator[tuple[slice, Tensor]]:
+        """Yield ``(rows, x)``: float64 tensors of at most :data:`INFERENCE_BATCH` rows.
+
+        Only one batch lives in torch at a time, so the memory that inference adds to
+        ``X`` and its result is bounded (``X`` may be a memory map).
+        """
+        for start in range(0, X.shape[0], INFERENCE_BATCH):
+            rows = slice(start, min(start + INFERENCE_BATCH, X.shape[0]))
+            x = as_tensor(X[rows], dtype=torch.float64, device=self.device_)
+            if check_support:
+                try:
+                    self.preprocessing_.check(x)
+                except ValueError as exc:
+                    if X.shape[0] <= INFERENCE_BATCH:
+                        raise
+                    raise ValueError(f"{exc} (in rows {rows.start} to {rows.stop - 1})") from exc
+            yield rows, x
 
     def _log_prob(self, x: Tensor) -> Tensor:
         y, ladj = self.preprocessing_.forward(x)
@@ -73,15 +91,18 @@ class FittedFlowMixin:
             If the flow gives NaN for a row that neither leaves the support nor
             overflows (a broken model; never silently).
         """
-        x = self._check_input(X, check_support=False)
-        inside = self.preprocessing_.support(x)
-        values = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-        rows = x[inside]
-        with torch.no_grad():
-            parts = [self._log_prob(chunk) for chunk in rows.split(INFERENCE_BATCH)]
-            if parts:
-                values[inside] = self._overflow_to_minus_inf(rows, torch.cat(parts))
-        return to_numpy(values)
+        X = self._check_input(X)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        for rows, x in self._chunks(X, check_support=False):
+            inside = self.preprocessing_.support(x)
+            values = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+            with torch.no_grad():
+                if bool(inside.any()):
+                    values[inside] = self._overflow_to_minus_inf(
+                        x[inside], self._log_prob(x[inside])
+                    )
+            out[rows] = to_numpy(values)
+        return out
 
     def _overflow_to_minus_inf(self, x: Tensor, values: Tensor) -> Tensor:
         """Map NaN log-densities of rows whose computation overflowed to ``-inf``."""
@@ -141,12 +162,15 @@ class FittedFlowMixin:
         FloatingPointError
             If the flow gives NaN for a row of moderate size (a broken model).
         """
-        x = self._check_input(X)
-        grads = torch.cat([self._gradient(chunk) for chunk in x.split(INFERENCE_BATCH)])
-        bad = (~torch.isfinite(grads)).any(dim=1)
-        if bool(bad.any()):
-            grads[bad] = self._gradient_along_rays(x[bad])
-        return to_numpy(grads)
+        X = self._check_input(X)
+        out = np.empty(X.shape, dtype=np.float64)
+        for rows, x in self._chunks(X):
+            grads = self._gradient(x)
+            bad = (~torch.isfinite(grads)).any(dim=1)
+            if bool(bad.any()):
+                grads[bad] = self._gradient_along_rays(x[bad])
+            out[rows] = to_numpy(grads)
+        return out
 
     def _gradient(self, x: Tensor) -> Tensor:
         with torch.enable_grad():
@@ -200,10 +224,13 @@ class FittedFlowMixin:
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         generator = make_generator(random_state, self.device_)
+        out = np.empty((int(n_samples), self.n_features_in_), dtype=np.float64)
         with torch.no_grad():
-            y = self.flow_.sample(int(n_samples), generator=generator)
-            x = self.preprocessing_.inverse(y)
-        return to_numpy(x)
+            for start in range(0, out.shape[0], INFERENCE_BATCH):
+                rows = slice(start, min(start + INFERENCE_BATCH, out.shape[0]))
+                y = self.flow_.sample(rows.stop - rows.start, generator=generator)
+                out[rows] = to_numpy(self.preprocessing_.inverse(y))
+        return out
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()

@@ -1,0 +1,74 @@
+"""Inference in batches: bounded memory, and the same answers across batch boundaries."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+import skebflow.estimators.inference as inference
+from skebflow import EBFlowDensity
+
+ROWS = 50
+BATCH = 7  # 50 rows: seven full batches and one of one row
+
+
+@pytest.fixture(scope="module")
+def fitted() -> EBFlowDensity:
+    X = np.random.default_rng(0).normal(size=(200, 3)) * [1.0, 2.0, 0.5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return EBFlowDensity(max_iter=10, n_blocks=1, hidden_features=8, random_state=0).fit(X)
+
+
+@pytest.fixture
+def rows() -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(ROWS, 3))
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    monkeypatch.setattr(inference, "INFERENCE_BATCH", BATCH)
+
+
+def test_scores_and_gradients_do_not_depend_on_the_batches(fitted, rows, monkeypatch):
+    whole = fitted.score_samples(rows), fitted.score_gradient(rows)
+    monkeypatch.setattr(inference, "INFERENCE_BATCH", BATCH)
+    batched = fitted.score_samples(rows), fitted.score_gradient(rows)
+    for a, b in zip(whole, batched, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_rows_outside_the_support_are_found_in_every_batch(rows):
+    X = np.random.default_rng(0).uniform(size=(200, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(
+            preprocessing="logit", bounds=(0.0, 1.0), max_iter=2, n_blocks=1, random_state=0
+        ).fit(X)
+    inside = np.random.default_rng(2).uniform(size=(ROWS, 3))
+    inside[[3, 20, 49], 1] = 1.5  # in the first, a middle and the last batch
+    scores = est.score_samples(inside)
+    assert np.isneginf(scores[[3, 20, 49]]).all()
+    assert np.isfinite(np.delete(scores, [3, 20, 49])).all()
+    with pytest.raises(ValueError, match=r"outside .* \(in rows 0 to 6\)"):
+        est.score_gradient(inside)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_samples_fill_the_output_batch_by_batch(fitted):
+    draws = fitted.sample(ROWS, random_state=0)
+    assert draws.shape == (ROWS, 3) and draws.dtype == np.float64
+    assert np.isfinite(draws).all()
+    np.testing.assert_array_equal(fitted.sample(ROWS, random_state=0), draws)
+    assert len(np.unique(draws[:, 0])) == ROWS  # every batch draws fresh noise
+
+
+def test_a_memory_map_is_scored_without_loading_it(fitted, rows, tmp_path, small_batches):
+    np.save(tmp_path / "rows.npy", rows)
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    np.testing.assert_allclose(fitted.score_samples(mapped), fitted.score_samples(rows))
+    np.testing.assert_allclose(fitted.score_gradient(mapped), fitted.score_gradient(rows))
