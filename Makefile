@@ -19,7 +19,7 @@ $(BIN)/python:
 	$(PIP) install "$(TORCH)"
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[test,lint]"
+	$(PIP) install -e ".[test,lint,dask,ray]"
 	touch $@
 
 $(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
