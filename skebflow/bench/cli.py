@@ -11,6 +11,10 @@
 ``truth``
     Each objective minimized from a teacher's exact parameters on a finite sample: where
     the objective's own optimum lies; see :mod:`skebflow.bench.truth`.
+``inference``
+    Rows per second of ``score_samples``, ``score_gradient`` and ``sample`` against
+    GaussianMixture and KernelDensity on the same rows, and the peak memory of each
+    method on 1,000,000 × 64 rows in a fresh process; see :mod:`skebflow.bench.inference`.
 ``quality``
     Held-out log-likelihood of the default ``EBFlowDensity`` (and, with ``--models``, of
     the score-matching objectives) against KernelDensity, a BIC-selected GaussianMixture
@@ -48,6 +52,13 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from skebflow.bench.baselines import BASELINES, BIC_COMPONENTS, KDE_BANDWIDTHS, QUALITY_PEERS
+from skebflow.bench.inference import (
+    INFERENCE_FEATURES,
+    MEMORY_METHODS,
+    inference_markdown,
+    measure_memory,
+    run_inference,
+)
 from skebflow.bench.nll import NLL_GROUPS, NLL_OBJECTIVES, nll_markdown, run_nll, summarize
 from skebflow.bench.peers import NSF_CONFIG
 from skebflow.bench.quality import (
@@ -209,6 +220,32 @@ def _truth(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     return 0
 
 
+def _inference(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    features = (2, 8) if args.quick else tuple(args.features)
+    sizes = (
+        {"n_rows": 200, "n_train": 200, "repeats": 1}
+        if args.quick
+        else {"n_rows": args.n_rows, "n_train": args.n_train, "repeats": args.repeats}
+    )
+    memory_size = (
+        {"n_rows": 20_000, "features": 8}
+        if args.quick
+        else {"n_rows": args.memory_rows, "features": args.memory_features}
+    )
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        throughput = run_inference(features, **sizes, log=log)
+        methods = MEMORY_METHODS[2:3] if args.quick else MEMORY_METHODS  # quick: sample only
+        memory = [] if args.no_memory else measure_memory(methods, **memory_size, log=log)
+    config = {"features": features, **sizes, "memory": memory_size, "quick": args.quick}
+    payload = {"benchmark": "inference", "command": sys.argv, "machine": machine}
+    payload.update(config=config, throughput=throughput, memory=memory)
+    folder = Path(args.output)
+    _write(folder, "inference", payload, inference_markdown(throughput, memory))
+    log(f"wrote {folder / 'inference.json'} and {folder / 'inference.md'}")
+    return 0
+
+
 #: ``--models`` shorthands of ``bench quality``.
 _MODEL_ALIASES = {
     "default": DEFAULT_MODELS,
@@ -272,11 +309,13 @@ def _parser() -> argparse.ArgumentParser:
     nll = commands.add_parser("nll", help="held-out NLL of every objective and baselines")
     truth = commands.add_parser("truth", help="each objective's optimum, from the truth")
     quality = commands.add_parser("quality", help="held-out likelihood of EBFlow and peers")
-    for sub, default_threads in ((speed, None), (nll, 1), (truth, None), (quality, 1)):
+    inference = commands.add_parser("inference", help="rows/s and peak memory of inference")
+    subcommands = ((speed, None), (nll, 1), (truth, None), (quality, 1), (inference, 1))
+    for sub, default_threads in subcommands:
         sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
         if sub in (speed, nll):
             sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-        if sub is not quality:
+        if sub not in (quality, inference):
             sub.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
         sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
         sub.add_argument(
@@ -322,6 +361,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     quality.add_argument("--jobs", type=int, default=2, help="worker processes (joblib)")
     quality.add_argument("--n-train", type=int, default=None, help="toy and teacher size")
+    inference.add_argument("--features", type=int, nargs="+", default=list(INFERENCE_FEATURES))
+    inference.add_argument("--n-rows", type=int, default=10_000, help="rows per call")
+    inference.add_argument("--n-train", type=int, default=2_000, help="training rows")
+    inference.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    inference.add_argument("--memory-rows", type=int, default=1_000_000)
+    inference.add_argument("--memory-features", type=int, default=64)
+    inference.add_argument("--no-memory", action="store_true", help="throughput only")
     return parser
 
 
@@ -342,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
     commands = {"speed": _speed, "nll": _nll, "truth": _truth, "quality": _quality}
+    commands["inference"] = _inference
     return commands[args.command](args, log)
 
 
