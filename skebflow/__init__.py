@@ -14,12 +14,14 @@ __version__ = "0.1.0.dev0"
 
 from skebflow.estimators.density import EBFlowDensity
 from skebflow.estimators.divergence import DivergenceWarning
+from skebflow.estimators.imputer import EBFlowImputer
 from skebflow.estimators.outlier import EBFlowOutlierDetector
 from skebflow.estimators.persistence import ModelVersionWarning, load
 
 __all__ = [
     "DivergenceWarning",
     "EBFlowDensity",
+    "EBFlowImputer",
     "EBFlowOutlierDetector",
     "ModelVersionWarning",
     "__version__",

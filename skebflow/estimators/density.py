@@ -31,6 +31,7 @@ from skebflow.estimators.fitting import (
     validation_split,
     warn_about_training,
 )
+from skebflow.estimators.imputation import ImputationMixin
 from skebflow.estimators.incremental import IncrementalMixin
 from skebflow.estimators.inference import FittedFlowMixin
 from skebflow.nn.architectures import ARCHITECTURES
@@ -54,7 +55,12 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class EBFlowDensity(
-    ConfigurationMixin, IncrementalMixin, FittedFlowMixin, DensityMixin, BaseEstimator
+    ConfigurationMixin,
+    IncrementalMixin,
+    ImputationMixin,
+    FittedFlowMixin,
+    DensityMixin,
+    BaseEstimator,
 ):
     r"""Density estimation with an energy-based normalizing flow trained by score matching.
 

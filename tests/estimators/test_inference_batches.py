@@ -72,3 +72,26 @@ def test_a_memory_map_is_scored_without_loading_it(fitted, rows, tmp_path, small
     mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
     np.testing.assert_allclose(fitted.score_samples(mapped), fitted.score_samples(rows))
     np.testing.assert_allclose(fitted.score_gradient(mapped), fitted.score_gradient(rows))
+
+
+def test_langevin_refinement_keeps_the_distribution_of_exact_samples(fitted):
+    exact = fitted.sample(2000, random_state=0)
+    refined = fitted.sample(2000, random_state=0, method="langevin", n_steps=10)
+    assert refined.shape == exact.shape and not np.array_equal(refined, exact)
+    np.testing.assert_array_equal(
+        fitted.sample(2000, random_state=0, method="langevin", n_steps=10), refined
+    )
+    scale = exact.std(axis=0)
+    np.testing.assert_allclose(refined.mean(axis=0), exact.mean(axis=0), atol=0.1 * scale.max())
+    np.testing.assert_allclose(refined.std(axis=0), scale, rtol=0.1)
+    # Mean model log-density: an MCMC kernel that leaves the model invariant keeps it.
+    assert abs(fitted.score(refined) - fitted.score(exact)) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"method": "gibbs"}, "method must be"), ({"n_steps": 5}, "n_steps applies")],
+)
+def test_bad_sampling_options(fitted, options, match):
+    with pytest.raises(ValueError, match=match):
+        fitted.sample(3, **options)
