@@ -3,18 +3,21 @@
 :class:`ConfigurationMixin` resolves every ``"auto"`` parameter (through
 :mod:`skebflow.estimators.defaults`), builds the flow of the chosen architecture, and
 gives ``fit`` and ``partial_fit`` the same trainer configuration, loss, regularizers and
-remedies.
+remedies. The image flows (``"conv"``, ``"glow"``) read each row as an image of
+``image_shape`` (:mod:`skebflow.estimators.images`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 
 import skebflow.estimators.defaults as auto
 from skebflow.estimators.divergence import remedies
-from skebflow.nn.architectures import ARCHITECTURES
+from skebflow.estimators.images import resolve_image_shape
+from skebflow.nn.architectures import ARCHITECTURES, IMAGE_ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
 from skebflow.objectives.registry import barrier_applies, bind_objective, make_regularizers
 from skebflow.training.trainer import TrainConfig
@@ -26,17 +29,45 @@ class ConfigurationMixin:
     """Parameter resolution, flow building and trainer settings of the estimator."""
 
     def _resolve(self, n_features: int) -> tuple[str, str]:
+        """Resolve ``architecture`` and ``objective``; check and set ``image_shape_``."""
+        self.image_shape_ = resolve_image_shape(self.image_shape, n_features)
         architecture = self.architecture
         if architecture == "auto":
-            architecture = auto.auto_architecture(n_features)
+            architecture = auto.auto_architecture(n_features, image=self.image_shape_ is not None)
+        if architecture in IMAGE_ARCHITECTURES and self.image_shape_ is None:
+            raise ValueError(
+                f"architecture={architecture!r} reads each row of X as an image: pass "
+                "image_shape=(C, H, W) (one entry may be -1, inferred from the number of "
+                "features)."
+            )
         objective = self.objective
         if objective == "auto":
-            objective = auto.auto_objective(n_features)
+            objective = auto.auto_objective(n_features, image=architecture in IMAGE_ARCHITECTURES)
         return architecture, objective
 
+    def _image_flow(self) -> bool:
+        """Whether the (resolved) architecture is an image flow."""
+        if self.architecture == "auto":
+            return self.image_shape is not None
+        return self.architecture in IMAGE_ARCHITECTURES
+
     def _resolve_barrier(self, objective: str) -> float | None:
-        """Threshold of the singular-value barrier for ``objective``, or ``None``."""
+        """Threshold of the singular-value barrier for ``objective``, or ``None``.
+
+        The image flows have no dense layer for the barrier to act on: ``"auto"`` resolves
+        to ``None`` there, and a threshold warns that it is ignored.
+        """
         if not barrier_applies(objective):
+            return None
+        if self._image_flow():
+            if self.min_singular_value not in ("auto", None):
+                warnings.warn(
+                    f"min_singular_value={self.min_singular_value} is ignored: the "
+                    "singular-value barrier acts on dense layers, and the image flows "
+                    "('conv', 'glow') have none.",
+                    UserWarning,
+                    stacklevel=4,  # fit's caller, above scikit-learn's fit wrapper
+                )
             return None
         if self.min_singular_value != "auto":
             return self.min_singular_value
@@ -96,8 +127,17 @@ class ConfigurationMixin:
     def _build_flow(
         self, architecture: str, n_features: int, generator: torch.Generator
     ) -> EnergyFlow:
-        n_blocks = self.n_blocks if self.n_blocks is not None else auto.DEFAULT_BLOCKS[architecture]
-        options: dict = {"n_blocks": n_blocks, "generator": generator}
-        if architecture in ("coupling", "spline", "autoregressive"):
+        """Build the untrained flow of ``architecture`` from the parameters (as ``fit``)."""
+        options: dict = {"generator": generator}
+        n_blocks = self.n_blocks
+        if architecture in IMAGE_ARCHITECTURES:
+            image_shape = resolve_image_shape(self.image_shape, n_features)
+            options["image_shape"] = image_shape
+            if n_blocks is None:
+                n_blocks = auto.auto_image_blocks(architecture, image_shape)
+        elif n_blocks is None:
+            n_blocks = auto.DEFAULT_BLOCKS[architecture]
+        options["n_blocks"] = n_blocks
+        if architecture in ("coupling", "spline", "autoregressive", "glow"):
             options["hidden_features"] = self.hidden_features
         return ARCHITECTURES[architecture](n_features, **options)

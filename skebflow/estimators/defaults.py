@@ -10,12 +10,17 @@ import math
 
 import numpy as np
 
+from skebflow.nn.architectures import halvings
+
 __all__ = [
     "AUTO_BATCH_MAX",
     "AUTO_BATCH_MIN",
     "AUTO_BATCH_STEPS",
     "AUTO_EMA_MAX_DECAY",
     "AUTO_EMA_MIN_STEPS",
+    "AUTO_IMAGE_ARCHITECTURE",
+    "AUTO_IMAGE_OBJECTIVE",
+    "AUTO_IMAGE_SM_MIN_FEATURES",
     "AUTO_MIN_SINGULAR_VALUE",
     "AUTO_SPLINE_MAX_FEATURES",
     "AUTO_SSM_MIN_FEATURES",
@@ -26,6 +31,7 @@ __all__ = [
     "auto_architecture",
     "auto_batch_size",
     "auto_ema_decay",
+    "auto_image_blocks",
     "auto_objective",
     "plateau_patience",
 ]
@@ -37,13 +43,36 @@ AUTO_SPLINE_MAX_FEATURES = 128
 #: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
 #: (docs/defaults.md, docs/benchmarks.md).
 AUTO_SSM_MIN_FEATURES = 2048
+#: ``architecture="auto"`` with ``image_shape`` given: the paper's CNN.
+AUTO_IMAGE_ARCHITECTURE = "conv"
+#: From this many features (pixels × channels) on, ``objective="auto"`` trains an image
+#: flow (``"conv"``, ``"glow"``) by :data:`AUTO_IMAGE_OBJECTIVE`; below, by maximum
+#: likelihood. Measured per step at batch 100 on the paper's CNN (docs/defaults.md):
+#: 1×28×28 (D = 784): floor 31 ms, DSM 74, FDSSM 89, ML 192; 3×32×32 (D = 3072): floor
+#: 88, DSM 235, FDSSM 295, ML 8,370. ML's excess over the floor grows as D³ (the LU of
+#: the D×D convolution operators), DSM's about linearly; interpolated, an ML step costs
+#: about 4 DSM steps at D = 1024 (2.6 at 784, 36 at 3072), the tabular rule's margin.
+AUTO_IMAGE_SM_MIN_FEATURES = 1024
+#: The score-matching objective of ``objective="auto"`` on large images: the cheapest
+#: step measured (DSM 74 and 235 ms against FDSSM 89 and 295 ms).
+AUTO_IMAGE_OBJECTIVE = "dsm"
 #: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
 #: on standardized or logit-mapped data (docs/defaults.md).
 AUTO_MIN_SINGULAR_VALUE = 0.2
 #: Default number of blocks per architecture when ``n_blocks=None``.
-DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4}
+#: For the image flows, the most blocks: ``"conv"`` (the paper's 3 blocks, a squeeze
+#: between two) and ``"glow"`` (levels, one squeeze each) take fewer when the image
+#: allows fewer 2×2 squeezes (:func:`auto_image_blocks`).
+DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4, "conv": 3, "glow": 2}
 #: ``learning_rate="auto"`` per architecture (docs/defaults.md).
-DEFAULT_LEARNING_RATES = {"fc": 1e-3, "coupling": 3e-3, "spline": 3e-3, "autoregressive": 3e-3}
+DEFAULT_LEARNING_RATES = {
+    "fc": 1e-3,
+    "coupling": 3e-3,
+    "spline": 3e-3,
+    "autoregressive": 3e-3,
+    "conv": 1e-2,
+    "glow": 1e-2,
+}
 #: Below this many features a CPU fit trains on one intra-op thread (small operations run
 #: several times faster without thread hand-off); larger models use torch's setting.
 SINGLE_THREAD_MAX_FEATURES = 256
@@ -62,26 +91,56 @@ AUTO_EMA_MAX_DECAY = 0.999
 PLATEAU_PATIENCE_FRACTION = 0.25
 
 
-def auto_architecture(n_features: int) -> str:
+def auto_architecture(n_features: int, *, image: bool = False) -> str:
     """``architecture="auto"``: the spline flow up to 128 features, the FC flow above.
+
+    With ``image=True`` (``image_shape`` given) the paper's CNN, ``"conv"``.
 
     Examples
     --------
-    >>> auto_architecture(2), auto_architecture(784)
-    ('spline', 'fc')
+    >>> auto_architecture(2), auto_architecture(784), auto_architecture(784, image=True)
+    ('spline', 'fc', 'conv')
     """
+    if image:
+        return AUTO_IMAGE_ARCHITECTURE
     return "spline" if n_features <= AUTO_SPLINE_MAX_FEATURES else "fc"
 
 
-def auto_objective(n_features: int) -> str:
+def auto_objective(n_features: int, *, image: bool = False) -> str:
     """``objective="auto"``: maximum likelihood below 2048 features, SSM from 2048 on.
+
+    For an image flow (``image=True``): maximum likelihood below 1024 features, DSM from
+    1024 on.
 
     Examples
     --------
     >>> auto_objective(64), auto_objective(3072)
     ('ml', 'ssm')
+    >>> auto_objective(784, image=True), auto_objective(1024, image=True)
+    ('ml', 'dsm')
     """
+    if image:
+        return AUTO_IMAGE_OBJECTIVE if n_features >= AUTO_IMAGE_SM_MIN_FEATURES else "ml"
     return "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
+
+
+def auto_image_blocks(architecture: str, image_shape: tuple[int, int, int]) -> int:
+    """``n_blocks=None`` for an image flow: :data:`DEFAULT_BLOCKS`, or what the image allows.
+
+    ``"conv"`` squeezes between its blocks, so it takes at most one block more than the
+    2×2 squeezes the image allows; ``"glow"`` squeezes once per level, so it takes at most
+    that many levels (0: one level of flow steps without a squeeze, for an image with odd
+    ``H`` or ``W``).
+
+    Examples
+    --------
+    >>> auto_image_blocks("conv", (1, 28, 28)), auto_image_blocks("conv", (1, 1, 5))
+    (3, 1)
+    >>> auto_image_blocks("glow", (3, 32, 32)), auto_image_blocks("glow", (5, 1, 1))
+    (2, 0)
+    """
+    allowed = halvings(image_shape) + (1 if architecture == "conv" else 0)
+    return min(DEFAULT_BLOCKS[architecture], allowed)
 
 
 def auto_batch_size(n_train: int) -> int:

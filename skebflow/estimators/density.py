@@ -73,26 +73,35 @@ class EBFlowDensity(
 
     Parameters
     ----------
-    architecture : {"auto", "spline", "autoregressive", "coupling", "fc"}, default="auto"
-        Flow family. ``"spline"`` is ``n_blocks`` × [ActNorm → Dense → rational-quadratic
-        spline coupling] → Dense (:mod:`skebflow.nn.splines`; identity tails outside the
-        splines' box); ``"autoregressive"`` the same with masked autoregressive splines
-        (:mod:`skebflow.nn.autoregressive`: every feature transformed, conditioned on the
-        earlier ones); ``"coupling"`` the same with affine couplings; ``"fc"`` the
-        paper's Dense → smooth leaky ReLU → Dense stack. In all of them the dense layers
-        and ActNorms are unconstrained and enter only the log-normalizer. ``"auto"``
-        picks ``"spline"`` up to 128 features and ``"fc"`` above (``docs/defaults.md``).
+    architecture : str, default="auto"
+        Flow family (``docs/user_guide.md``, "Architectures"). ``"spline"``: ``n_blocks``
+        × [ActNorm → Dense → rational-quadratic spline coupling] → Dense;
+        ``"autoregressive"``: the same with masked autoregressive splines;
+        ``"coupling"``: with affine couplings; ``"fc"``: the paper's Dense → smooth
+        leaky ReLU → Dense. The image flows need ``image_shape``: ``"conv"`` is the
+        paper's CNN (7×7 convolutions, smooth leaky ReLUs, 2×2 squeezes), ``"glow"`` a
+        multi-scale Glow. The linear layers are unconstrained and enter only the
+        log-normalizer. ``"auto"``: ``"conv"`` with ``image_shape``, else ``"spline"``
+        up to 128 features and ``"fc"`` above (``docs/defaults.md``).
     n_blocks : int or None, default=None
-        Number of blocks (``None``: 4 for spline, autoregressive and coupling, 2 for fc).
+        Number of blocks (``None``: 4 for spline, autoregressive and coupling, 2 for fc,
+        3 for conv and 2 levels for glow, fewer if the image allows fewer 2×2 squeezes).
     hidden_features : int, default=64
-        Width of the two hidden layers of each coupling's conditioner (spline and
-        coupling).
+        Width of the hidden layers of each coupling's conditioner (spline, coupling and
+        autoregressive; the channels of glow's).
+    image_shape : tuple of int or None, default=None
+        ``(C, H, W)``: each row of ``X`` is one image flattened in C·H·W order
+        (``images.reshape(n, -1)``), read back for ``"conv"`` and ``"glow"``. One entry
+        may be -1, inferred from the number of features (``image_shape_``); a shape that
+        does not hold ``n_features_in_`` values is a ``ValueError``. For pixel data use
+        ``preprocessing="logit"``, ``bounds`` and ``dequantize``.
     objective : {"auto", "ml", "sml", "sm", "ssm", "dsm", "fdssm"}, default="auto"
         Training objective: maximum likelihood, sampling-based ML, exact, sliced,
         denoising or finite-difference sliced score matching. ``"auto"`` is ``"ml"``
-        below 2048 features and ``"ssm"`` from 2048 on: maximum likelihood gave the best
-        held-out likelihood wherever it was measured, and below 2048 features its
-        determinants cost little more than a score-matching step (``docs/defaults.md``).
+        below 2048 features and ``"ssm"`` from 2048 on (for ``"conv"`` and ``"glow"``:
+        ``"ml"`` below 1024, ``"dsm"`` from 1024 on), where an ML step costs several
+        score-matching steps; ML gave the best held-out likelihood wherever it was
+        measured (``docs/defaults.md``).
     noise_scale : float, default=0.1
         Noise standard deviation of ``"dsm"`` (in preprocessed units).
     fd_epsilon : float, default=0.1
@@ -100,18 +109,16 @@ class EBFlowDensity(
     n_slices : int, default=1
         Random projections per sample for ``"ssm"``.
     min_singular_value : float, "auto" or None, default="auto"
-        Score-matching objectives only (``"sm"``, ``"ssm"``, ``"dsm"``, ``"fdssm"``): add a
-        soft barrier that keeps the singular values of the dense layers above this value
-        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`; it searches
-        for small singular values after each epoch's validation, reusing the
-        validation's factorization, and without validation every 50 steps while a
-        singular value is near the threshold, at doubling intervals while none is). Score matching
+        Score-matching objectives only: add a soft barrier that keeps the singular
+        values of the dense layers above this value
+        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`). Score matching
         can otherwise drive a dense layer towards singularity, which leaks probability
-        mass away from the data; the barrier closes most of that gap on the FC teachers
-        (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in preprocessed units) for the
-        score-matching objectives when ``preprocessing`` is set, and no barrier otherwise
-        (maximum likelihood has its own, the determinant; without preprocessing the
-        data's units are unknown, so pass a threshold yourself). ``None`` adds nothing.
+        mass away from the data (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in
+        preprocessed units) for the score-matching objectives when ``preprocessing`` is
+        set, and no barrier otherwise (maximum likelihood has its own, the determinant;
+        without preprocessing the data's units are unknown). ``None`` adds nothing.
+        ``"conv"`` and ``"glow"`` have no dense layer, so no barrier: ``"auto"`` is
+        ``None`` there and a threshold is ignored with a warning.
     preprocessing : {"standardize", "logit"} or None, default="standardize"
         Map applied outside the flow (Match after Preprocessing); its log-Jacobian is
         added back, so densities stay in the units of ``X``.
@@ -127,8 +134,8 @@ class EBFlowDensity(
         parameter-free layer, so scores and noise live in the units of ``X``; the fitted
         density has the same form, but score matching usually learns a worse one.
     learning_rate : float or "auto", default="auto"
-        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows
-        and 1e-3 for the FC flow (``docs/defaults.md``).
+        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows,
+        1e-3 for the FC flow and 1e-2 for conv and glow (``docs/defaults.md``).
     batch_size : int or "auto", default="auto"
         Minibatch size. ``"auto"`` takes about 1/20 of the training rows (about 20 steps
         per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000
@@ -171,14 +178,12 @@ class EBFlowDensity(
         time).
     warm_start : bool, default=False
         Continue from the previous fit (and its preprocessing) when refitting. A fit
-        with ``warm_start=True`` keeps its trainer, so the next warm fit continues its
-        raw weights, Adam's moments, the learning-rate schedule, the EMA and the random
-        stream exactly where they stopped (changed hyperparameters, such as the
-        objective or ``max_iter``, apply to the new fit). When the previous fit ran
+        with ``warm_start=True`` keeps its trainer (weights, Adam's moments, schedule,
+        EMA, random stream), so the next warm fit continues exactly where it stopped
+        (changed hyperparameters apply to the new fit). When the previous fit ran
         without ``warm_start``, or ``architecture``, ``device``, ``training_dtype`` or
-        ``match_after_preprocessing`` changed, it starts from the kept weights
-        (``flow_``) with a new optimizer. ``n_iter_`` and ``loss_curve_`` describe the
-        latest fit.
+        ``match_after_preprocessing`` changed, it starts from ``flow_`` with a new
+        optimizer. ``n_iter_`` and ``loss_curve_`` describe the latest fit.
 
     Attributes
     ----------
@@ -228,6 +233,8 @@ class EBFlowDensity(
         density, as ``GaussianMixture``'s ``reg_covar`` bounds its covariances.
     architecture_ : str
         The architecture used (``"auto"`` resolved).
+    image_shape_ : tuple of int or None
+        ``image_shape`` with a -1 inferred (``None`` without it).
     device_ : torch.device
         Where the flow lives.
 
@@ -257,6 +264,7 @@ class EBFlowDensity(
         "architecture": [StrOptions({"auto", *ARCHITECTURES})],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "hidden_features": [Interval(Integral, 1, None, closed="left")],
+        "image_shape": [tuple, list, None],
         "objective": [StrOptions({"auto", *OBJECTIVES})],
         "noise_scale": [Interval(Real, 0, None, closed="neither")],
         "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
@@ -293,6 +301,7 @@ class EBFlowDensity(
         architecture: str = "auto",
         n_blocks: int | None = None,
         hidden_features: int = 64,
+        image_shape: tuple[int, int, int] | None = None,
         objective: str = "auto",
         noise_scale: float = OBJECTIVE_OPTIONS["noise_scale"],
         fd_epsilon: float = OBJECTIVE_OPTIONS["fd_epsilon"],
@@ -321,6 +330,7 @@ class EBFlowDensity(
         self.architecture = architecture
         self.n_blocks = n_blocks
         self.hidden_features = hidden_features
+        self.image_shape = image_shape
         self.objective = objective
         self.noise_scale = noise_scale
         self.fd_epsilon = fd_epsilon

@@ -267,7 +267,7 @@ def _decode_params(cls: type, record: Mapping, where: str) -> object:
 
 
 def _set_attributes(estimator: object, record: Mapping, where: str) -> None:
-    """Set the saved fitted attributes (``feature_names_in_`` back to an object array)."""
+    """Set the saved fitted attributes (``feature_names_in_``, ``image_shape_`` retyped)."""
     for key, value in field(record, "attributes", dict, where).items():
         if (
             not isinstance(key, str)
@@ -278,6 +278,8 @@ def _set_attributes(estimator: object, record: Mapping, where: str) -> None:
             raise ValueError(f"the file is damaged: {where} sets the attribute {key!r}.")
         if key == "feature_names_in_":
             value = np.asarray(value, dtype=object)
+        if key == "image_shape_" and isinstance(value, list):
+            value = tuple(value)  # a tuple, as fit sets it
         setattr(estimator, key, value)
 
 

@@ -2,7 +2,10 @@
 
 ``ARCHITECTURES[name](features, **options)`` returns an untrained flow in float32 (call
 ``.double()`` or ``.to(...)`` as needed). Every builder starts close to the identity so that
-training starts stable on standardized data.
+training starts stable on standardized data. Every flow here takes flat rows ``(n, D)``;
+the image flows (``"conv"``, ``"glow"``: :mod:`skebflow.nn.image`) read each row as an
+image of ``image_shape`` in C·H·W order through a first :class:`~skebflow.nn.shapes.Reshape`
+(:mod:`skebflow.nn.image_rows`).
 
 References
 ----------
@@ -26,10 +29,21 @@ from skebflow.nn.autoregressive import MaskedAutoregressiveSpline
 from skebflow.nn.base import Layer
 from skebflow.nn.coupling import AffineCoupling
 from skebflow.nn.flow import EnergyFlow
+from skebflow.nn.image_rows import build_conv_rows, build_glow_rows, halvings
 from skebflow.nn.linear import ActNorm, Dense
 from skebflow.nn.splines import RationalQuadraticCoupling
 
-__all__ = ["ARCHITECTURES", "build_autoregressive", "build_coupling", "build_fc", "build_spline"]
+__all__ = [
+    "ARCHITECTURES",
+    "IMAGE_ARCHITECTURES",
+    "build_autoregressive",
+    "build_conv_rows",
+    "build_coupling",
+    "build_fc",
+    "build_glow_rows",
+    "build_spline",
+    "halvings",
+]
 
 
 def build_fc(
@@ -303,4 +317,8 @@ ARCHITECTURES: dict[str, Callable[..., EnergyFlow]] = {
     "fc": build_fc,
     "coupling": build_coupling,
     "spline": build_spline,
+    "conv": build_conv_rows,
+    "glow": build_glow_rows,
 }
+#: The architectures that read rows as images (``image_shape``).
+IMAGE_ARCHITECTURES: tuple[str, ...] = ("conv", "glow")

@@ -1,4 +1,4 @@
-r"""Constant-Jacobian layers of image flows: convolutions, 1×1 convolutions, squeeze, ActNorm.
+r"""Constant-Jacobian layers of image flows: convolutions and 1×1 convolutions.
 
 Every layer here acts on events of shape ``(C, H, W)`` and is linear (affine with its
 bias), so it belongs to the set **C** of the EBFlow paper [1]_: the energy applies its
@@ -9,8 +9,6 @@ bias), so it belongs to the set **C** of the EBFlow paper [1]_: the energy appli
   :func:`conv_operator`), built exactly from the kernel and factorized by LU.
 * :class:`Conv1x1` is Glow's invertible 1×1 convolution [2]_ with an unconstrained
   :math:`C \times C` weight: :math:`\log|\det| = HW \log|\det W|`.
-* :class:`Squeeze` moves each 2×2 patch into the channels (volume preserving).
-* :class:`ActNorm2d` is Glow's per-channel ActNorm.
 
 References
 ----------
@@ -29,14 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skebflow.nn.base import ConstantJacobianLayer
-from skebflow.nn.linear import ActNorm
 
-__all__ = ["ActNorm2d", "Conv1x1", "Conv2d", "Squeeze", "conv_operator"]
+__all__ = ["Conv1x1", "Conv2d", "check_event", "conv_operator"]
 
 _Key = tuple[int, int, torch.dtype, torch.device]
 
 
-def _check_event(layer: nn.Module, expected: tuple[int, ...], event_shape: tuple[int, ...]) -> None:
+def check_event(layer: nn.Module, expected: tuple[int, ...], event_shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless ``event_shape`` is the ``expected`` one of ``layer``."""
     if tuple(event_shape) != expected:
         raise ValueError(
             f"{type(layer).__name__} was built for events of shape {expected}, "
@@ -233,7 +231,7 @@ class Conv2d(_FactorCache, ConstantJacobianLayer):
 
     def output_shape(self, event_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Check that ``event_shape`` is ``(C, H, W)`` and return it."""
-        _check_event(self, (self.channels, *self.spatial_shape), event_shape)
+        check_event(self, (self.channels, *self.spatial_shape), event_shape)
         return tuple(event_shape)
 
     def map(self, x: Tensor) -> Tensor:
@@ -322,7 +320,7 @@ class Conv1x1(_FactorCache, ConstantJacobianLayer):
 
     def output_shape(self, event_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Check that ``event_shape`` is ``(C, H, W)`` and return it."""
-        _check_event(self, (self.channels, *self.spatial_shape), event_shape)
+        check_event(self, (self.channels, *self.spatial_shape), event_shape)
         return tuple(event_shape)
 
     def map(self, x: Tensor) -> Tensor:
@@ -346,115 +344,3 @@ class Conv1x1(_FactorCache, ConstantJacobianLayer):
             y = y - self.bias.reshape(-1, 1, 1)
         columns = y.movedim(1, 0).reshape(self.channels, -1)
         return self._solve(columns).reshape(self.channels, y.shape[0], *y.shape[2:]).movedim(0, 1)
-
-
-class Squeeze(ConstantJacobianLayer):
-    """Space-to-depth: each 2×2 patch of every channel becomes 4 channels.
-
-    ``(C, H, W) -> (4C, H/2, W/2)``; output channel ``4c + 2i + j`` holds the pixel
-    ``(2h + i, 2w + j)`` of channel ``c``. A permutation: ``logabsdet`` is 0.
-
-    Examples
-    --------
-    >>> layer = Squeeze()
-    >>> layer.output_shape((1, 4, 4))
-    (4, 2, 2)
-    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    >>> layer.map(x)[0, :, 0, 0].tolist()
-    [0.0, 1.0, 4.0, 5.0]
-    >>> torch.equal(layer.inverse(layer.map(x)), x)
-    True
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("_zero", torch.zeros(()))
-
-    def output_shape(self, event_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Return ``(4C, H/2, W/2)``; ``H`` and ``W`` must be even."""
-        if len(event_shape) != 3 or event_shape[1] % 2 or event_shape[2] % 2:
-            raise ValueError(
-                f"Squeeze needs events (C, H, W) with H and W even, got {tuple(event_shape)}."
-            )
-        c, h, w = event_shape
-        return (4 * c, h // 2, w // 2)
-
-    def map(self, x: Tensor) -> Tensor:
-        """Move each 2×2 patch into the channels."""
-        n, c, h, w = x.shape
-        x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-        return x.reshape(n, 4 * c, h // 2, w // 2)
-
-    def _linear_part(self, tangents: Tensor, like: Tensor) -> Tensor:
-        out = self.map(tangents.reshape(-1, *tangents.shape[2:]))
-        return out.reshape(*tangents.shape[:2], *out.shape[1:])
-
-    def logabsdet(self) -> Tensor:
-        """Return 0 (a permutation)."""
-        return self._zero
-
-    def inverse(self, y: Tensor) -> Tensor:
-        """Move the channels back into 2×2 patches."""
-        n, c4, h, w = y.shape
-        y = y.reshape(n, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-        return y.reshape(n, c4 // 4, 2 * h, 2 * w)
-
-
-class ActNorm2d(ActNorm):
-    r"""Per-channel ActNorm of image events, :math:`y_c = x_c e^{s_c} + b_c` (Glow).
-
-    The first training batch sets :math:`s, b` so that every channel leaves the layer
-    with zero mean and unit variance over the batch and the positions. The log-determinant
-    is :math:`HW \sum_c s_c`.
-
-    Parameters
-    ----------
-    channels : int
-        :math:`C`.
-    spatial_shape : tuple of int
-        ``(H, W)`` of the events.
-
-    Examples
-    --------
-    >>> layer = ActNorm2d(2, (3, 3)).double()
-    >>> y = layer.map(3 * torch.randn(16, 2, 3, 3, dtype=torch.float64) + 1)
-    >>> bool(y.mean((0, 2, 3)).abs().max() < 1e-8)
-    True
-    """
-
-    def __init__(self, channels: int, spatial_shape: tuple[int, int]) -> None:
-        super().__init__(channels)
-        self.channels = int(channels)
-        self.spatial_shape = (int(spatial_shape[0]), int(spatial_shape[1]))
-
-    def output_shape(self, event_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Check that ``event_shape`` is ``(C, H, W)`` and return it."""
-        _check_event(self, (self.channels, *self.spatial_shape), event_shape)
-        return tuple(event_shape)
-
-    @torch.no_grad()
-    def _initialize(self, x: Tensor) -> None:
-        values = x.movedim(1, 0).reshape(self.channels, -1)
-        std = values.std(dim=1) if values.shape[1] > 1 else torch.ones_like(values[:, 0])
-        log_scale = -torch.log(std.clamp_min(1e-6))
-        self.log_scale.copy_(log_scale)
-        self.shift.copy_(-values.mean(dim=1) * torch.exp(log_scale))
-        self.initialized.fill_(True)
-
-    def map(self, x: Tensor) -> Tensor:
-        """Apply the per-channel affine map (initializing on the first training call)."""
-        if self.training and not bool(self.initialized):
-            self._initialize(x.detach())
-        return x * torch.exp(self.log_scale).reshape(-1, 1, 1) + self.shift.reshape(-1, 1, 1)
-
-    def _linear_part(self, tangents: Tensor, like: Tensor) -> Tensor:
-        return tangents * torch.exp(self.log_scale).reshape(-1, 1, 1)
-
-    def logabsdet(self) -> Tensor:
-        r"""Return :math:`HW \sum_c s_c`."""
-        return math.prod(self.spatial_shape) * self.log_scale.sum()
-
-    def inverse(self, y: Tensor) -> Tensor:
-        """Return :math:`(y - b) e^{-s}` per channel."""
-        shift, log_scale = self.shift.reshape(-1, 1, 1), self.log_scale.reshape(-1, 1, 1)
-        return (y - shift) * torch.exp(-log_scale)

@@ -23,9 +23,10 @@ from torch import nn
 
 from skebflow.nn.activations import SmoothLeakyReLU
 from skebflow.nn.base import Layer, Split
-from skebflow.nn.conv import ActNorm2d, Conv1x1, Conv2d, Squeeze
+from skebflow.nn.conv import Conv1x1, Conv2d
 from skebflow.nn.conv_coupling import ConvAffineCoupling
 from skebflow.nn.flow import EnergyFlow
+from skebflow.nn.shapes import ActNorm2d, Squeeze
 
 __all__ = ["build_conv", "build_glow"]
 
@@ -61,7 +62,7 @@ def build_conv(
     Each block is ``convs_per_block`` same-padded :math:`C \to C` convolutions with bias
     (:class:`~skebflow.nn.conv.Conv2d`, unconstrained kernels), each followed by a residual
     smooth leaky ReLU except the flow's last convolution; a 2×2 squeeze
-    (:class:`~skebflow.nn.conv.Squeeze`) precedes every block but the first. The defaults
+    (:class:`~skebflow.nn.shapes.Squeeze`) precedes every block but the first. The defaults
     (3 blocks × 2 convolutions, 7×7 kernels) are the paper's. Kernels start at the
     identity (a centred delta).
 

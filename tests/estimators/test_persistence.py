@@ -400,7 +400,7 @@ def _grow_weight(payload: dict) -> None:
             lambda p: p["flow"].update(n_features="3"),
             "'n_features' of the flow is of type str, expected int",
         ),
-        (lambda p: p["flow"].update(architecture="glow"), "unknown architecture 'glow'"),
+        (lambda p: p["flow"].update(architecture="maf"), "unknown architecture 'maf'"),
         (lambda p: p.update(format_version=True), "'format_version' of the file is of type bool"),
         (
             lambda p: p.update({"class": "Pipeline"}),

@@ -19,8 +19,9 @@ from torch import Tensor
 from skebflow import objectives
 from skebflow.nn.activations import SmoothLeakyReLU
 from skebflow.nn.base import Split
-from skebflow.nn.conv import ActNorm2d, Conv1x1, Conv2d, Squeeze, conv_operator
+from skebflow.nn.conv import Conv1x1, Conv2d, conv_operator
 from skebflow.nn.flow import EnergyFlow
+from skebflow.nn.shapes import ActNorm2d, Squeeze
 from skebflow.objectives import score_matching
 from skebflow.objectives.jets import energy_jet, energy_score_curvature, supports_jet
 from tests.helpers import perturb_
