@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import ActNorm
+from skebflow.objectives.jets import energy_jet, energy_score_curvature
 
 
 def perturb_(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.3) -> None:
@@ -27,3 +30,39 @@ def random_flow(
     flow = ARCHITECTURES[architecture](features, generator=generator, **options).double()
     perturb_(flow, generator, scale)
     return flow
+
+
+def assert_change_of_variables(flow: EnergyFlow, y: torch.Tensor) -> None:
+    """``flow.log_prob`` equals log N(z) + log|det ∂z/∂y| with the Jacobian by autograd."""
+    for row in y:
+
+        def latent(t: torch.Tensor) -> torch.Tensor:
+            return flow.transform(t.reshape(1, *flow.event_shape))[0].flatten()
+
+        z = latent(row.flatten())
+        jacobian = torch.autograd.functional.jacobian(latent, row.flatten())
+        expected = -0.5 * (z @ z) - 0.5 * flow.features * math.log(2 * math.pi)
+        expected = expected + torch.linalg.slogdet(jacobian)[1]
+        torch.testing.assert_close(flow.log_prob(row.unsqueeze(0))[0], expected)
+
+
+def assert_jets_match_autograd(flow: EnergyFlow, y: torch.Tensor, v: torch.Tensor) -> None:
+    """The energy's jets and score-curvature path equal autograd's gradient and Hessian."""
+    energy, first, second = energy_jet(flow, y, v)
+    energy_2, score, second_2 = energy_score_curvature(flow, y, v)
+    torch.testing.assert_close(energy, flow.energy(y))
+    torch.testing.assert_close(energy_2, flow.energy(y))
+    for i in range(len(y)):
+
+        def f(t: torch.Tensor) -> torch.Tensor:
+            return flow.energy(t.reshape(1, *flow.event_shape)).sum()
+
+        point = y[i].flatten()
+        grad = torch.autograd.functional.jacobian(f, point)
+        hess = torch.autograd.functional.hessian(f, point)
+        torch.testing.assert_close(score[i].flatten(), grad)
+        for s in range(len(v)):
+            direction = v[s, i].flatten()
+            torch.testing.assert_close(first[s, i], direction @ grad)
+            torch.testing.assert_close(second[s, i], direction @ hess @ direction)
+            torch.testing.assert_close(second_2[s, i], direction @ hess @ direction)

@@ -21,8 +21,8 @@ from skebflow.nn.base import ConstantJacobianLayer, Split
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import Dense
 from skebflow.objectives import score_matching
-from skebflow.objectives.jets import energy_jet, energy_score_curvature, supports_jet
-from tests.helpers import perturb_
+from skebflow.objectives.jets import supports_jet
+from tests.helpers import assert_jets_match_autograd, perturb_
 
 DTYPE = torch.float64
 
@@ -130,24 +130,7 @@ def test_jets_and_tangents_match_autograd(name):
     assert supports_jet(flow)
     y = _points(flow, 3, seed=2)
     v = torch.randn(2, *y.shape, generator=torch.Generator().manual_seed(3), dtype=DTYPE)
-    energy, first, second = energy_jet(flow, y, v)
-    energy_2, score, second_2 = energy_score_curvature(flow, y, v)
-    torch.testing.assert_close(energy, flow.energy(y))
-    torch.testing.assert_close(energy_2, flow.energy(y))
-    for i in range(len(y)):
-
-        def f(t: Tensor) -> Tensor:
-            return flow.energy(t.reshape(1, *flow.event_shape)).sum()
-
-        point = y[i].flatten()
-        grad = torch.autograd.functional.jacobian(f, point)
-        hess = torch.autograd.functional.hessian(f, point)
-        torch.testing.assert_close(score[i].flatten(), grad)
-        for s in range(len(v)):
-            direction = v[s, i].flatten()
-            torch.testing.assert_close(first[s, i], direction @ grad)
-            torch.testing.assert_close(second[s, i], direction @ hess @ direction)
-            torch.testing.assert_close(second_2[s, i], direction @ hess @ direction)
+    assert_jets_match_autograd(flow, y, v)
 
 
 def _seeded(seed: int) -> torch.Generator:
