@@ -129,6 +129,13 @@ def _write(folder: Path, name: str, payload: dict, markdown: str) -> None:
     (folder / f"{name}.md").write_text(markdown)
 
 
+def _image_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"an image shape is CxHxW, e.g. 1x28x28; got {text!r}")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
 # ------------------------------------------------------------------------ subcommands
 def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     device = resolve_device(args.device)
@@ -145,8 +152,10 @@ def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
             device=device,
             dtype=_DTYPES[args.dtype],
             log=log,
+            image_shapes=tuple(args.images),
         )
     config = {"features": features, "repeats": repeats, "steps_per_round": steps}
+    config["images"] = [list(shape) for shape in args.images]
     config.update(warmup=warmup, batch_size=100, n_blocks=2, dtype=args.dtype, quick=args.quick)
     payload = {"benchmark": "speed", "command": sys.argv, "machine": machine, "config": config}
     payload["results"] = records
@@ -325,7 +334,15 @@ def _parser() -> argparse.ArgumentParser:
             help=f"torch and BLAS threads during the run (default: {default_threads or 'torch'})",
         )
         sub.add_argument("--log", choices=("print", "quiet"), default="print")
-    speed.add_argument("--features", type=int, nargs="+", default=[256, 784, 3072])
+    speed.add_argument("--features", type=int, nargs="*", default=[256, 784, 3072])
+    speed.add_argument(
+        "--images",
+        type=_image_shape,
+        nargs="+",
+        default=[],
+        metavar="CxHxW",
+        help="also time the paper's CNN on these images, e.g. 1x28x28 3x32x32",
+    )
     speed.add_argument("--objectives", nargs="+", default=list(SPEED_OBJECTIVES))
     speed.add_argument("--repeats", type=int, default=10, help="interleaved rounds")
     speed.add_argument("--steps", type=int, default=3, help="timed steps per round")

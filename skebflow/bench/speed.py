@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,12 @@ SPEED_OBJECTIVES: tuple[str, ...] = (
     "fdssm",
     "fdssm+sv",
 )
+#: What ``bench speed --images`` times on the paper's CNN (no barrier: it has no dense
+#: layer).
+IMAGE_SPEED_OBJECTIVES: tuple[str, ...] = ("floor", "ml", "ssm", "dsm", "fdssm")
+#: The paper's CNN: 3 blocks of 2 convolutions 7×7 (``n_blocks=3``).
+PAPER_CNN = {"convs_per_block": 2, "kernel_size": 7}
+PAPER_CNN_BLOCKS = 3
 #: Suffix of an objective timed with the singular-value barrier.
 BARRIER_SUFFIX = "+sv"
 #: Validation rows of a default fit whose epochs have ``AUTO_BATCH_STEPS`` steps of 100
@@ -167,12 +174,17 @@ def _make_runner(
     batch_size: int,
     n_blocks: int,
     seed: int,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> _Runner:
     defaults = EBFlowDensity().get_params()
     barrier = name.endswith(BARRIER_SUFFIX)
     objective = name.removesuffix(BARRIER_SUFFIX)
     cpu_generator = torch.Generator().manual_seed(seed)
-    flow = ARCHITECTURES["fc"](features, n_blocks=n_blocks, generator=cpu_generator)
+    architecture = "fc" if image_shape is None else "conv"
+    options = {} if image_shape is None else {"image_shape": image_shape, **PAPER_CNN}
+    flow = ARCHITECTURES[architecture](
+        features, n_blocks=n_blocks, generator=cpu_generator, **options
+    )
     flow = flow.to(device=device, dtype=dtype).train()
     data = torch.randn(8 * batch_size, features, generator=cpu_generator, dtype=torch.float64)
     ema_decay = defaults["ema_decay"]
@@ -180,15 +192,14 @@ def _make_runner(
         ema_decay = AUTO_EMA_MAX_DECAY
     learning_rate = defaults["learning_rate"]
     if learning_rate == "auto":
-        learning_rate = DEFAULT_LEARNING_RATES["fc"]
+        learning_rate = DEFAULT_LEARNING_RATES[architecture]
     config = TrainConfig(
         learning_rate=learning_rate,
         batch_size=batch_size,
         ema_decay=ema_decay,
         max_grad_norm=defaults["max_grad_norm"],
     )
-    options = {key: defaults[key] for key in OBJECTIVE_OPTIONS}
-    loss = bind_objective(objective, **options)
+    loss = bind_objective(objective, **{key: defaults[key] for key in OBJECTIVE_OPTIONS})
     regularizers = make_regularizers(objective, AUTO_MIN_SINGULAR_VALUE if barrier else None)
     trainer = Trainer(
         flow,
@@ -231,8 +242,14 @@ def run_speed(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    image_shapes: tuple[tuple[int, int, int], ...] = (),
+    image_objectives: tuple[str, ...] = IMAGE_SPEED_OBJECTIVES,
 ) -> list[dict]:
     """Time one training step of each objective on the FC flow at each dimension.
+
+    With ``image_shapes``, the same on the paper's CNN (:data:`PAPER_CNN`,
+    :data:`PAPER_CNN_BLOCKS` blocks) at each image shape, after the FC dimensions; those
+    records have ``architecture="conv"`` and ``image_shape``.
 
     Parameters
     ----------
@@ -260,6 +277,10 @@ def run_speed(
         Seed of the initialization, data and objective noise.
     log : callable, default=print
         Receives one progress line per dimension.
+    image_shapes : tuple of (int, int, int), default=()
+        Images ``(C, H, W)`` for the CNN rows.
+    image_objectives : tuple of str, default=IMAGE_SPEED_OBJECTIVES
+        What is timed on the CNN.
 
     Returns
     -------
@@ -280,7 +301,12 @@ def run_speed(
     """
     device = torch.device("cpu") if device is None else device
     records: list[dict] = []
-    for d in features:
+    cases = [(d, None, n_blocks, objectives) for d in features]
+    cases += [
+        (math.prod(shape), tuple(shape), PAPER_CNN_BLOCKS, image_objectives)
+        for shape in image_shapes
+    ]
+    for d, image_shape, blocks, names in cases:
         start = time.perf_counter()
         runners = [
             _make_runner(
@@ -289,10 +315,11 @@ def run_speed(
                 device=device,
                 dtype=dtype,
                 batch_size=batch_size,
-                n_blocks=n_blocks,
+                n_blocks=blocks,
                 seed=seed,
+                image_shape=image_shape,
             )
-            for name in objectives
+            for name in names
         ]
         for runner in runners:
             _timed_steps(runner, warmup, device, record=False)
@@ -316,9 +343,13 @@ def run_speed(
             for (name, value), runner in zip(medians.items(), runners, strict=True)
         }
         for runner in runners:
-            records.append(_record(d, runner, medians, fits))
+            record = _record(d, runner, medians, fits)
+            record["architecture"] = "fc" if image_shape is None else "conv"
+            record["image_shape"] = image_shape
+            records.append(record)
+        where = f"D={d}" if image_shape is None else "conv " + "x".join(map(str, image_shape))
         log(
-            f"D={d}: "
+            f"{where}: "
             + ", ".join(
                 f"{name} {1e3 * value:.1f} ms" if value is not None else f"{name} failed"
                 for name, value in medians.items()
@@ -379,15 +410,16 @@ def speed_markdown(records: list[dict]) -> str:
     | ml | 2.00 | 1.50–2.50 | 1.00× | 2.00 | 2.50 | 1.00× |
     """
     lines: list[str] = []
-    for d in dict.fromkeys(r["features"] for r in records):
+    for d, shape in dict.fromkeys((r["features"], r.get("image_shape")) for r in records):
+        title = f"D = {d}" if shape is None else f"CNN, {'×'.join(map(str, shape))} (D = {d})"
         lines += [
-            f"### D = {d}",
+            f"### {title}",
             "",
             "| objective | ms/step (median) | IQR (ms) | speed-up vs ML | ÷ floor "
             "| with validation (ms) | speed-up vs ML, with validation |",
             "|---|---|---|---|---|---|---|",
         ]
-        for r in (r for r in records if r["features"] == d):
+        for r in (r for r in records if (r["features"], r.get("image_shape")) == (d, shape)):
             if r["error"]:
                 lines.append(f"| {r['objective']} | failed: {r['error'][:60]} | | | | | |")
                 continue
@@ -420,6 +452,10 @@ def plot_speed(records: list[dict], path: Path, log: Callable[[str], None] = pri
         import matplotlib.pyplot as plt
     except ImportError:
         log("matplotlib is not installed: skipping the plot (pip install matplotlib).")
+        return
+    records = [r for r in records if r.get("image_shape") is None]  # the FC rows
+    if not records:
+        log("no FC dimension was timed: skipping the plot.")
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     objectives = list(dict.fromkeys(r["objective"] for r in records))

@@ -23,7 +23,7 @@ from skebflow.bench.nll import NLL_OBJECTIVES
 from skebflow.bench.peers import PeerUnavailableError, fit_nsf, kde_cv_log_likelihoods
 from skebflow.bench.quality import DEFAULT_MODELS, quality_markdown, run_quality
 from skebflow.bench.quality import summarize as summarize_quality
-from skebflow.bench.speed import SPEED_OBJECTIVES
+from skebflow.bench.speed import IMAGE_SPEED_OBJECTIVES, SPEED_OBJECTIVES, run_speed
 from skebflow.bench.tasks import make_quality_sets
 from skebflow.bench.truth import TRUTH_OBJECTIVES, run_truth
 from skebflow.datasets.teachers import (
@@ -140,6 +140,18 @@ def test_inference_memory_does_not_grow_with_the_rows():
         assert b["output_mb"] == pytest.approx(10 * a["output_mb"])
         overhead = b["extra_peak_mb"] - b["output_mb"]
         assert overhead < 2 * a["extra_peak_mb"] + 16, (a, b)
+
+
+def test_speed_times_the_paper_cnn_on_images(tmp_path):
+    records = run_speed(
+        [], image_shapes=((1, 4, 4),), repeats=1, steps_per_round=1, warmup=1, log=lambda _: None
+    )
+    assert [r["objective"] for r in records] == list(IMAGE_SPEED_OBJECTIVES)
+    for r in records:
+        assert r["architecture"] == "conv" and r["image_shape"] == (1, 4, 4)
+        assert r["features"] == 16 and r["error"] is None and r["median_ms"] > 0
+    with pytest.raises(SystemExit):
+        main(["speed", "--images", "28x28", "--output", str(tmp_path), "--log", "quiet"])
 
 
 def test_truth_quick(tmp_path):
