@@ -9,7 +9,6 @@ remedies. The image flows (``"conv"``, ``"glow"``) read each row as an image of
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -54,20 +53,11 @@ class ConfigurationMixin:
     def _resolve_barrier(self, objective: str) -> float | None:
         """Threshold of the singular-value barrier for ``objective``, or ``None``.
 
-        The image flows have no dense layer for the barrier to act on: ``"auto"`` resolves
-        to ``None`` there, and a threshold warns that it is ignored.
+        The barrier watches every unconstrained linear layer: dense layers, and the
+        convolutions and 1×1 convolutions of the image flows
+        (:data:`~skebflow.objectives.regularizers.BARRIER_LAYERS`).
         """
         if not barrier_applies(objective):
-            return None
-        if self._image_flow():
-            if self.min_singular_value not in ("auto", None):
-                warnings.warn(
-                    f"min_singular_value={self.min_singular_value} is ignored: the "
-                    "singular-value barrier acts on dense layers, and the image flows "
-                    "('conv', 'glow') have none.",
-                    UserWarning,
-                    stacklevel=4,  # fit's caller, above scikit-learn's fit wrapper
-                )
             return None
         if self.min_singular_value != "auto":
             return self.min_singular_value

@@ -99,7 +99,7 @@ class EBFlowDensity(
         Training objective: maximum likelihood, sampling-based ML, exact, sliced,
         denoising or finite-difference sliced score matching. ``"auto"`` is ``"ml"``
         below 2048 features and ``"ssm"`` from 2048 on (for ``"conv"`` and ``"glow"``:
-        ``"ml"`` below 1024, ``"dsm"`` from 1024 on), where an ML step costs several
+        ``"ml"`` below 1024, ``"ssm"`` from 1024 on), where an ML step costs several
         score-matching steps; ML gave the best held-out likelihood wherever it was
         measured (``docs/defaults.md``).
     noise_scale : float, default=0.1
@@ -117,8 +117,8 @@ class EBFlowDensity(
         preprocessed units) for the score-matching objectives when ``preprocessing`` is
         set, and no barrier otherwise (maximum likelihood has its own, the determinant;
         without preprocessing the data's units are unknown). ``None`` adds nothing.
-        ``"conv"`` and ``"glow"`` have no dense layer, so no barrier: ``"auto"`` is
-        ``None`` there and a threshold is ignored with a warning.
+        On ``"conv"`` and ``"glow"`` it watches the convolutions' operators and the
+        1×1 convolutions' weights.
     preprocessing : {"standardize", "logit"} or None, default="standardize"
         Map applied outside the flow (Match after Preprocessing); its log-Jacobian is
         added back, so densities stay in the units of ``X``.

@@ -140,6 +140,22 @@ class _FactorCache:
     def _matrix(self) -> Tensor:
         raise NotImplementedError
 
+    def barrier_matrix(self) -> Tensor:
+        """Return the matrix whose singular values the barrier watches (differentiable)."""
+        return self._matrix()
+
+    def barrier_apply(self, columns: Tensor) -> Tensor:
+        """Return :meth:`barrier_matrix` ``@ columns`` (``columns`` of shape ``(m, k)``)."""
+        return self._matrix() @ columns
+
+    def cached_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Return the factors cached for the current weight, or ``None`` (computes nothing)."""
+        weight, cache = self.weight, self._lu_cache
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        if weight.requires_grad or cache is None or cache[0] != key:
+            return None
+        return cache[1], cache[2], cache[3]
+
     def factors(self) -> tuple[Tensor, Tensor, Tensor]:
         """Return ``torch.linalg.lu_factor_ex`` of the layer's matrix: ``(LU, pivots, info)``."""
         weight = self.weight
@@ -245,6 +261,13 @@ class Conv2d(_FactorCache, ConstantJacobianLayer):
 
     def _matrix(self) -> Tensor:
         return conv_operator(self.weight, self.spatial_shape)
+
+    def barrier_apply(self, columns: Tensor) -> Tensor:
+        """Return ``A @ columns`` by convolving the columns as images (``A`` never built)."""
+        k = columns.shape[1]
+        images = columns.mT.reshape(k, self.channels, *self.spatial_shape)
+        out = F.conv2d(images, self.weight, padding=self.kernel_size // 2)
+        return out.reshape(k, -1).mT
 
     def operator(self) -> Tensor:
         r"""Return the Jacobian, the :math:`D \times D` matrix of :func:`conv_operator`."""

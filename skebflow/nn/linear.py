@@ -118,6 +118,14 @@ class Dense(ConstantJacobianLayer):
             self._lu_cache = (key, *torch.linalg.lu_factor_ex(weight.detach()))
         return self._lu_cache[1], self._lu_cache[2], self._lu_cache[3]
 
+    def barrier_matrix(self) -> Tensor:
+        """Return the weight, whose singular values the barrier watches."""
+        return self.weight
+
+    def barrier_apply(self, columns: Tensor) -> Tensor:
+        """Return ``W @ columns``."""
+        return self.weight @ columns
+
     def cached_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """Return the factors cached for the current weight, or ``None`` (computes nothing)."""
         weight, cache = self.weight, self._lu_cache

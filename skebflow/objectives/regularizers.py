@@ -1,4 +1,4 @@
-r"""A soft barrier that keeps the dense layers of a flow away from singularity.
+r"""A soft barrier that keeps the linear layers of a flow away from singularity.
 
 Maximum likelihood cannot make a dense layer singular: its loss contains
 :math:`-\log|\det W|`. Score matching can, because the energy has no determinant: a
@@ -46,15 +46,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from skebflow.nn.conv import Conv1x1, Conv2d
 from skebflow.nn.linear import Dense
 
-__all__ = ["SingularValueBarrier"]
+__all__ = ["BARRIER_LAYERS", "SingularValueBarrier"]
 
 _INVERSE_ITERATIONS = 3
+#: The unconstrained linear layers the barrier watches: dense layers (the weight),
+#: convolutions (their D×D operator, applied by convolving, factorized for the search)
+#: and 1×1 convolutions (the C×C weight; the operator is W ⊗ I, with the same singular
+#: values).
+BARRIER_LAYERS = (Dense, Conv2d, Conv1x1)
 
 
-def _dense_layers(flow: nn.Module) -> list[Dense]:
-    return [m for m in flow.modules() if isinstance(m, Dense)]
+def _dense_layers(flow: nn.Module) -> list[Dense | Conv2d | Conv1x1]:
+    return [m for m in flow.modules() if isinstance(m, BARRIER_LAYERS)]
 
 
 class SingularValueBarrier:
@@ -190,7 +196,7 @@ class SingularValueBarrier:
         it). The next search is scheduled from what this one found.
         """
         floors = {
-            key: self._search(key, layer.weight, layer.cached_factors())
+            key: self._search(key, layer.barrier_matrix().detach(), layer.cached_factors())
             for key, layer in enumerate(_dense_layers(flow))
         }
         self._schedule(floors)
@@ -253,7 +259,7 @@ class SingularValueBarrier:
             left, right = self._pairs[key]
             if left.shape[1] == 0:
                 continue
-            values = (left.to(weight) * (weight @ right.to(weight))).sum(0)
+            values = (left.to(weight) * layer.barrier_apply(right.to(weight))).sum(0)
             term = torch.relu(1.0 - values / self.threshold).pow(2).sum()
             total = term if total is None else total + term
         if total is None:

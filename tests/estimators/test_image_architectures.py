@@ -20,10 +20,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import skebflow
 import skebflow.estimators.defaults as auto
 from skebflow import EBFlowDensity
+from skebflow.nn.conv import Conv1x1, Conv2d
+from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.image_rows import build_conv_rows, build_glow_rows
 from skebflow.nn.shapes import Reshape
 from skebflow.objectives import score_matching
 from skebflow.objectives.jets import energy_jet, energy_score_curvature, supports_jet
+from skebflow.objectives.regularizers import SingularValueBarrier
 from tests.helpers import perturb_
 
 pytestmark = pytest.mark.usefixtures("quiet_convergence")
@@ -96,8 +99,8 @@ def test_minus_one_is_inferred_and_bad_shapes_are_named(pixels):
 def test_auto_choices_with_an_image_shape():
     est = EBFlowDensity(image_shape=(1, 28, 28))
     assert est._resolve(784) == ("conv", "ml")
-    assert EBFlowDensity(image_shape=(1, 32, 32))._resolve(1024) == ("conv", "dsm")
-    assert EBFlowDensity(image_shape=(3, 32, 32))._resolve(3072) == ("conv", "dsm")
+    assert EBFlowDensity(image_shape=(1, 32, 32))._resolve(1024) == ("conv", "ssm")
+    assert EBFlowDensity(image_shape=(3, 32, 32))._resolve(3072) == ("conv", "ssm")
     assert EBFlowDensity(architecture="glow", image_shape=(1, 28, 28))._resolve(784)[1] == "ml"
     assert auto.AUTO_IMAGE_SM_MIN_FEATURES == 1024
     # A tabular architecture keeps the tabular rule, even with an image shape.
@@ -113,12 +116,33 @@ def test_default_blocks_follow_what_the_image_allows():
         fast(architecture="conv", image_shape=(1, 2, 8), n_blocks=3).fit(np.ones((10, 16)))
 
 
-def test_barrier_does_not_apply_to_image_flows(pixels):
+def test_the_barrier_watches_the_convolutions(pixels):
     est = fast(architecture="conv", image_shape=(1, 4, 4), objective="dsm", max_iter=1, **PIXELS)
-    assert est.fit(pixels).min_singular_value_ is None
-    with pytest.warns(UserWarning, match="min_singular_value=0.2 is ignored"):
-        est.set_params(min_singular_value=0.2).fit(pixels)
-    assert est.min_singular_value_ is None and np.isfinite(est.score(pixels))
+    assert est.fit(pixels).min_singular_value_ == 0.2
+    assert np.isfinite(est.score(pixels))
+
+
+@pytest.mark.parametrize("layer", ["conv", "1x1"])
+def test_barrier_penalty_is_the_smallest_singular_value_of_the_operator(layer):
+    torch.manual_seed(0)
+    if layer == "conv":
+        module = Conv2d(2, (3, 3), kernel_size=3).double()
+        with torch.no_grad():
+            module.weight.mul_(0.05)  # every singular value of A near 0.05
+        matrix = module.operator()
+    else:
+        module = Conv1x1(2, (3, 3), init="identity").double()
+        with torch.no_grad():
+            module.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.05]], dtype=torch.float64))
+        matrix = module.weight
+    flow = EnergyFlow([module], event_shape=(2, 3, 3))
+    barrier = SingularValueBarrier(0.2, refresh=1, n_tracked=matrix.shape[0])
+    penalty = barrier(flow)
+    sigma = torch.linalg.svdvals(matrix.detach())
+    expected = torch.relu(1 - sigma / 0.2).pow(2).sum()
+    torch.testing.assert_close(penalty, expected)
+    penalty.backward()  # pushes the small singular values up through the kernel
+    assert module.weight.grad is not None and float(module.weight.grad.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("objective", ["ssm", "dsm", "fdssm"])
