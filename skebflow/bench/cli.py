@@ -69,7 +69,8 @@ from skebflow.bench.quality import (
     run_quality,
 )
 from skebflow.bench.quality import summarize as summarize_quality
-from skebflow.bench.speed import SPEED_OBJECTIVES, plot_speed, run_speed, speed_markdown
+from skebflow.bench.speed import SPEED_OBJECTIVES, run_speed
+from skebflow.bench.speed_report import plot_speed, speed_markdown
 from skebflow.bench.tasks import QUALITY_GROUPS, make_quality_sets, make_tasks
 from skebflow.bench.truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
 from skebflow.utils.tensors import resolve_device

@@ -9,6 +9,7 @@ remedies. The image flows (``"conv"``, ``"glow"``) read each row as an image of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -19,6 +20,7 @@ from skebflow.estimators.images import resolve_image_shape
 from skebflow.nn.architectures import ARCHITECTURES, IMAGE_ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
 from skebflow.objectives.registry import barrier_applies, bind_objective, make_regularizers
+from skebflow.preprocessing.transforms import Chain
 from skebflow.training.trainer import TrainConfig
 
 __all__ = ["ConfigurationMixin"]
@@ -131,3 +133,39 @@ class ConfigurationMixin:
         if architecture in ("coupling", "spline", "autoregressive", "glow"):
             options["hidden_features"] = self.hidden_features
         return ARCHITECTURES[architecture](n_features, **options)
+
+    def _set_fitted(
+        self,
+        flow: EnergyFlow,
+        chain: Chain,
+        device: torch.device,
+        names: tuple[str, str, float | None],
+        jitter: float,
+        advice: str,
+        history: dict,
+    ) -> None:
+        """Set the fitted attributes of ``fit`` and ``partial_fit`` from a trained flow.
+
+        ``names`` is ``(architecture, objective, min_singular_value)``; ``history`` holds
+        ``n_iter``, ``loss_curve``, ``validation_scores``, ``n_skipped_steps``,
+        ``best_iteration`` and ``final_learning_rate``. Raises ``FloatingPointError``
+        (with ``advice``) if the flow's log-normalizer is not finite.
+        """
+        self.flow_ = flow.to(torch.float64).requires_grad_(False).eval()
+        self.preprocessing_ = chain
+        self.device_ = device
+        self.architecture_, self.objective_, self.min_singular_value_ = names
+        self.jitter_ = jitter
+        self.n_iter_ = history["n_iter"]
+        self.loss_curve_ = list(history["loss_curve"])
+        self.validation_scores_ = list(history["validation_scores"])
+        self.n_skipped_steps_ = history["n_skipped_steps"]
+        self.best_iteration_ = history["best_iteration"]
+        self.final_learning_rate_ = history["final_learning_rate"]
+        with torch.no_grad():
+            self.log_normalizer_ = float(self.flow_.log_normalizer())
+        if not math.isfinite(self.log_normalizer_):
+            raise FloatingPointError(
+                "The trained flow has a singular linear layer (log-normalizer "
+                f"{self.log_normalizer_}). {advice}"
+            )

@@ -9,8 +9,6 @@ References
 from __future__ import annotations
 
 import copy
-import math
-import os
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -460,25 +458,16 @@ class EBFlowDensity(
         trained = result.flow
         if not self.match_after_preprocessing:
             trained = without_preprocessing(trained)
-        self.flow_ = trained.to(torch.float64).requires_grad_(False).eval()
-        self.preprocessing_ = chain
-        self.device_ = device
-        self.architecture_, self.objective_ = architecture, objective
-        self.min_singular_value_ = min_singular_value
-        self.jitter_ = jitter
-        self.n_iter_ = result.n_iter
-        self.loss_curve_ = result.loss_curve
-        self.validation_scores_ = result.validation_scores
-        self.n_skipped_steps_ = result.n_skipped_steps
-        self.best_iteration_ = result.best_epoch
-        self.final_learning_rate_ = result.final_learning_rate
-        with torch.no_grad():
-            self.log_normalizer_ = float(self.flow_.log_normalizer())
-        if not math.isfinite(self.log_normalizer_):
-            raise FloatingPointError(
-                "The trained flow has a singular linear layer (log-normalizer "
-                f"{self.log_normalizer_}). {advice}"
-            )
+        history = {
+            "n_iter": result.n_iter,
+            "loss_curve": result.loss_curve,
+            "validation_scores": result.validation_scores,
+            "n_skipped_steps": result.n_skipped_steps,
+            "best_iteration": result.best_epoch,
+            "final_learning_rate": result.final_learning_rate,
+        }
+        names = (architecture, objective, min_singular_value)
+        self._set_fitted(trained, chain, device, names, jitter, advice, history)
         warn_about_training(result, self.max_iter)
         with torch.no_grad():
             y_train = chain.forward(x_train)[0]
@@ -491,31 +480,6 @@ class EBFlowDensity(
             generator=torch.Generator(device=device).manual_seed(seed + 2),
         )
         return self
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fitted model to a file that ``skebflow.load`` reads without running code.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The output file (the format: ``docs/persistence.md``).
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> import skebflow
-        >>> X = np.random.default_rng(0).normal(size=(100, 2))
-        >>> est = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8).fit(X)
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     est.save(os.path.join(folder, "model.skebflow"))
-        ...     loaded = skebflow.load(os.path.join(folder, "model.skebflow"))
-        >>> bool(np.array_equal(loaded.score_samples(X), est.score_samples(X)))
-        True
-        """
-        from skebflow.estimators.persistence import save  # persistence imports this module
-
-        save(self, path)
 
     # ------------------------------------------------------------ sklearn glue
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private

@@ -171,22 +171,21 @@ class IncrementalMixin:
         kept = copy.deepcopy(trainer.kept)
         if not self.match_after_preprocessing:
             kept = without_preprocessing(kept)
-        self.flow_ = kept.to(torch.float64).requires_grad_(False).eval()
-        self.preprocessing_ = state["chain"]
-        self.device_ = state["device"]
-        self.architecture_, self.objective_, self.min_singular_value_ = state["names"]
-        self.jitter_ = state["jitter"]
-        self.n_iter_ = trainer.n_iter
-        self.loss_curve_ = list(trainer.loss_curve)
-        self.validation_scores_ = []
-        self.n_skipped_steps_ = trainer.n_skipped_steps
-        self.best_iteration_ = None
-        self.final_learning_rate_ = float(trainer.optimizer.param_groups[0]["lr"])
+        history = {
+            "n_iter": trainer.n_iter,
+            "loss_curve": trainer.loss_curve,
+            "validation_scores": [],
+            "n_skipped_steps": trainer.n_skipped_steps,
+            "best_iteration": None,
+            "final_learning_rate": float(trainer.optimizer.param_groups[0]["lr"]),
+        }
         self.divergence_ = []
-        with torch.no_grad():
-            self.log_normalizer_ = float(self.flow_.log_normalizer())
-        if not np.isfinite(self.log_normalizer_):
-            raise FloatingPointError(
-                "The trained flow has a singular linear layer (log-normalizer "
-                f"{self.log_normalizer_}). {state['advice']}"
-            )
+        self._set_fitted(
+            kept,
+            state["chain"],
+            state["device"],
+            state["names"],
+            state["jitter"],
+            state["advice"],
+            history,
+        )

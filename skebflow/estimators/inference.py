@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Iterator
 from numbers import Integral
 
@@ -261,6 +262,32 @@ class FittedFlowMixin:
                 x = self._refine_samples(x, generator=generator, **steps)
             out[rows] = to_numpy(x)
         return out
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the fitted model to a file that ``skebflow.load`` reads without running code.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The output file (the format: ``docs/persistence.md``).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> import skebflow
+        >>> from skebflow import EBFlowDensity
+        >>> X = np.random.default_rng(0).normal(size=(100, 2))
+        >>> est = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8).fit(X)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     est.save(os.path.join(folder, "model.skebflow"))
+        ...     loaded = skebflow.load(os.path.join(folder, "model.skebflow"))
+        >>> bool(np.array_equal(loaded.score_samples(X), est.score_samples(X)))
+        True
+        """
+        from skebflow.estimators.persistence import save  # persistence imports this module
+
+        save(self, path)
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
