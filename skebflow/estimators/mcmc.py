@@ -123,7 +123,7 @@ def _mtv(matrix: Tensor, v: Tensor) -> Tensor:
 def _apply(statistic: Callable[[Tensor], Tensor], states: Tensor) -> Tensor:
     """``statistic`` of states (n, K, D), row by row."""
     n, k, d = states.shape
-    return torch.nan_to_num(statistic(states.reshape(n * k, d))).reshape(n, k, d)
+    return statistic(states.reshape(n * k, d)).reshape(n, k, d)
 
 
 def _log_target(energy: Energy, y: Tensor, *, grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -142,6 +142,19 @@ def _log_target(energy: Energy, y: Tensor, *, grad: bool) -> tuple[Tensor, Tenso
 def _finite(value: Tensor) -> Tensor:
     """Map NaN log-targets (overflow far from the data) to -inf: such moves are rejected."""
     return torch.nan_to_num(value, nan=-math.inf, posinf=-math.inf)
+
+
+def _usable(value: Tensor, grad: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Reject (log-target -inf) the states whose target or gradient is not finite.
+
+    Their gradient is set to zero only so that arithmetic on it stays finite: a state
+    with log-target -inf is never accepted, and a chain standing on one accepts its
+    first finite proposal.
+    """
+    value = _finite(value)
+    bad = ~torch.isfinite(grad).all(dim=-1)
+    value = value.masked_fill(bad, -math.inf)
+    return value, torch.where(bad[..., None], torch.zeros_like(grad), grad) * m
 
 
 def _normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generator) -> Tensor:
@@ -251,8 +264,7 @@ def run_chains(
         state = initial_states(energy, gauss, free, n_chains, generator)
     else:
         state = initial.clone()
-    value, grad = _log_target(energy, state, grad=True)
-    value, grad = _finite(value), torch.nan_to_num(grad) * m
+    value, grad = _usable(*_log_target(energy, state, grad=True), m)
     n_free = free.sum(dim=1).clamp(min=1).to(y.dtype)
     adapt = step_size is None
     log_h = torch.log(n_free.pow(-1.0 / 6.0) if adapt else torch.full_like(n_free, step_size))
@@ -267,9 +279,7 @@ def run_chains(
         xi = _normal((n, n_chains, d), y, generator) * m
         lt_g = _mtv(gauss.chol, grad)
         proposal = state + 0.5 * h**2 * _mv(gauss.chol, lt_g) + h * _mv(gauss.chol, xi)
-        value_p, grad_p = _log_target(energy, proposal, grad=True)
-        value_p = _finite(value_p)
-        grad_p = torch.nan_to_num(grad_p) * m
+        value_p, grad_p = _usable(*_log_target(energy, proposal, grad=True), m)
         if metropolis:
             back = xi + 0.5 * h * (lt_g + _mtv(gauss.chol, grad_p))
             log_alpha = value_p - value - 0.5 * back.pow(2).sum(2) + 0.5 * xi.pow(2).sum(2)
@@ -281,7 +291,9 @@ def run_chains(
         alpha = torch.exp(log_alpha)
         if step >= n_burn:  # waste recycling: E[f(next) | state, proposal], less variance
             f_state, f_prop = (_apply(statistic, v) for v in (state, proposal))
-            total += (alpha[:, :, None] * f_prop + (1.0 - alpha[:, :, None]) * f_state).sum(1)
+            a = alpha[:, :, None]  # a rejected proposal (a = 0) may map to a non-finite f
+            blend = torch.where(a > 0, a * f_prop + (1.0 - a) * f_state, f_state)
+            total += blend.sum(1)
         state = torch.where(accept[:, :, None], proposal, state)
         value = torch.where(accept, value_p, value)
         grad = torch.where(accept[:, :, None], grad_p, grad)
@@ -296,9 +308,12 @@ def run_chains(
             log_beta = log_beta.clamp(max=0.0)
             take = _uniform_log((n, n_chains), y, generator) < log_beta
             if bool(take.any()):  # the gradient is needed only where a chain jumped
-                grad_j = _log_target(energy, jump[take][None], grad=True)[1][0]
+                value_t, grad_t = _log_target(energy, jump[take][None], grad=True)
+                value_t, grad_t = _usable(value_t, grad_t, m.expand_as(grad)[take][None])
+                take = take.clone()
+                take[take.clone()] = torch.isfinite(value_t[0])  # a jump needs its gradient
                 grad = grad.clone()
-                grad[take] = torch.nan_to_num(grad_j) * m.expand_as(grad)[take]
+                grad[take] = grad_t[0][torch.isfinite(value_t[0])]
             state = torch.where(take[:, :, None], jump, state)
             value = torch.where(take, value_j, value)
         if step < n_burn:
