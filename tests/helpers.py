@@ -9,6 +9,7 @@ import torch
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import ActNorm
+from skebflow.objectives import score_matching
 from skebflow.objectives.jets import energy_jet, energy_score_curvature
 
 
@@ -66,3 +67,22 @@ def assert_jets_match_autograd(flow: EnergyFlow, y: torch.Tensor, v: torch.Tenso
             torch.testing.assert_close(first[s, i], direction @ grad)
             torch.testing.assert_close(second[s, i], direction @ hess @ direction)
             torch.testing.assert_close(second_2[s, i], direction @ hess @ direction)
+
+
+def assert_fast_paths_match_autograd(
+    monkeypatch, flow: EnergyFlow, y: torch.Tensor, loss_fn
+) -> None:
+    """An objective's fast derivative paths and plain autograd give the same loss and grads."""
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        flow.zero_grad()
+        loss = loss_fn(flow, y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
+
+    fast_loss, fast_grads = loss_and_grads()
+    monkeypatch.setattr(score_matching, "supports_jet", lambda model: False)
+    plain_loss, plain_grads = loss_and_grads()
+    torch.testing.assert_close(fast_loss, plain_loss)
+    for fast, plain in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(fast, plain)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skebflow.nn.base import ConstantJacobianLayer
+from skebflow.nn.linear import square_init
 
 __all__ = ["Conv1x1", "Conv2d", "check_event", "conv_operator"]
 
@@ -329,15 +330,7 @@ class Conv1x1(_FactorCache, ConstantJacobianLayer):
         super().__init__()
         self.channels = int(channels)
         self.spatial_shape = (int(spatial_shape[0]), int(spatial_shape[1]))
-        if init == "identity":
-            weight = torch.eye(channels)
-        elif init == "orthogonal":
-            gaussian = torch.randn(channels, channels, generator=generator, dtype=torch.float64)
-            q, r = torch.linalg.qr(gaussian)
-            weight = (q * torch.sign(torch.diagonal(r))).float().contiguous()
-        else:
-            raise ValueError(f"init must be 'identity' or 'orthogonal', got {init!r}.")
-        self.weight = nn.Parameter(weight)
+        self.weight = nn.Parameter(square_init(channels, init, generator))
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
         self._init_cache()
 

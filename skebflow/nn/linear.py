@@ -22,7 +22,28 @@ from torch import Tensor, nn
 
 from skebflow.nn.base import ConstantJacobianLayer, Jet, TangentTape
 
-__all__ = ["ActNorm", "Dense", "Permutation"]
+__all__ = ["ActNorm", "Dense", "Permutation", "square_init"]
+
+
+def square_init(n: int, init: str = "identity", generator: torch.Generator | None = None) -> Tensor:
+    """Return an ``n × n`` float32 initial weight: the identity or a random rotation.
+
+    Examples
+    --------
+    >>> w = square_init(3, "orthogonal", torch.Generator().manual_seed(0))
+    >>> bool(torch.allclose(w @ w.T, torch.eye(3), atol=1e-6)), w.is_contiguous()
+    (True, True)
+    """
+    if init == "identity":
+        return torch.eye(n)
+    if init == "orthogonal":
+        gaussian = torch.randn(n, n, generator=generator, dtype=torch.float64)
+        q, r = torch.linalg.qr(gaussian)
+        # The QR factor is column-major (strides (1, D)); a parameter keeps its layout,
+        # and fused optimizers assume that a gradient has its parameter's layout, so
+        # every parameter is created row-major (see skebflow.training.trainer.train_step).
+        return (q * torch.sign(torch.diagonal(r))).float().contiguous()
+    raise ValueError(f"init must be 'identity' or 'orthogonal', got {init!r}.")
 
 
 class Dense(ConstantJacobianLayer):
@@ -63,18 +84,7 @@ class Dense(ConstantJacobianLayer):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if init == "identity":
-            weight = torch.eye(features)
-        elif init == "orthogonal":
-            gaussian = torch.randn(features, features, generator=generator, dtype=torch.float64)
-            q, r = torch.linalg.qr(gaussian)
-            # The QR factor is column-major (strides (1, D)); a parameter keeps its layout,
-            # and fused optimizers assume that a gradient has its parameter's layout, so
-            # every parameter is created row-major (see skebflow.training.trainer.train_step).
-            weight = (q * torch.sign(torch.diagonal(r))).float().contiguous()
-        else:
-            raise ValueError(f"init must be 'identity' or 'orthogonal', got {init!r}.")
-        self.weight = nn.Parameter(weight)
+        self.weight = nn.Parameter(square_init(features, init, generator))
         self.bias = nn.Parameter(torch.zeros(features)) if bias else None
         self._lu_cache: (
             tuple[tuple[int, int, torch.dtype, torch.device], Tensor, Tensor, Tensor] | None

@@ -22,9 +22,13 @@ from skebflow.nn.base import Split
 from skebflow.nn.conv import Conv1x1, Conv2d, conv_operator
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.shapes import ActNorm2d, Squeeze
-from skebflow.objectives import score_matching
 from skebflow.objectives.jets import supports_jet
-from tests.helpers import assert_change_of_variables, assert_jets_match_autograd, perturb_
+from tests.helpers import (
+    assert_change_of_variables,
+    assert_fast_paths_match_autograd,
+    assert_jets_match_autograd,
+    perturb_,
+)
 
 DTYPE = torch.float64
 
@@ -253,17 +257,4 @@ OBJECTIVES = {
 def test_objectives_take_the_same_values_and_gradients_on_every_path(monkeypatch, objective):
     flow = _image_flow(seed=4)
     y = _points(flow, 3, seed=4)
-    loss_fn = OBJECTIVES[objective]
-
-    def loss_and_grads() -> tuple[Tensor, list[Tensor]]:
-        flow.zero_grad()
-        loss = loss_fn(flow, y)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
-
-    fast_loss, fast_grads = loss_and_grads()
-    monkeypatch.setattr(score_matching, "supports_jet", lambda model: False)
-    plain_loss, plain_grads = loss_and_grads()
-    torch.testing.assert_close(fast_loss, plain_loss)
-    for fast, plain in zip(fast_grads, plain_grads, strict=True):
-        torch.testing.assert_close(fast, plain)
+    assert_fast_paths_match_autograd(monkeypatch, flow, y, OBJECTIVES[objective])

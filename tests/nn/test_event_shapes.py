@@ -20,9 +20,8 @@ from skebflow.nn.activations import SmoothLeakyReLU
 from skebflow.nn.base import ConstantJacobianLayer, Split
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import Dense
-from skebflow.objectives import score_matching
 from skebflow.objectives.jets import supports_jet
-from tests.helpers import assert_jets_match_autograd, perturb_
+from tests.helpers import assert_fast_paths_match_autograd, assert_jets_match_autograd, perturb_
 
 DTYPE = torch.float64
 
@@ -152,20 +151,7 @@ def test_objectives_take_the_same_values_and_gradients_on_every_path(monkeypatch
     """The fast paths and plain autograd give the same loss and parameter gradients."""
     flow = FLOWS[name]()
     y = _points(flow, 4, seed=4)
-    loss_fn = OBJECTIVES[objective]
-
-    def loss_and_grads() -> tuple[Tensor, list[Tensor]]:
-        flow.zero_grad()
-        loss = loss_fn(flow, y)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in flow.parameters()]
-
-    fast_loss, fast_grads = loss_and_grads()
-    monkeypatch.setattr(score_matching, "supports_jet", lambda model: False)
-    plain_loss, plain_grads = loss_and_grads()
-    torch.testing.assert_close(fast_loss, plain_loss)
-    for fast, plain in zip(fast_grads, plain_grads, strict=True):
-        torch.testing.assert_close(fast, plain)
+    assert_fast_paths_match_autograd(monkeypatch, flow, y, OBJECTIVES[objective])
 
 
 def test_split_needs_room_in_the_first_event_dimension():
