@@ -283,7 +283,9 @@ def run_chains(
         if metropolis:
             back = xi + 0.5 * h * (lt_g + _mtv(gauss.chol, grad_p))
             log_alpha = value_p - value - 0.5 * back.pow(2).sum(2) + 0.5 * xi.pow(2).sum(2)
-            log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf).clamp(max=0.0)
+            # A proposal whose target is undefined (-inf) is rejected; never NaN - NaN.
+            log_alpha = torch.where(torch.isfinite(value_p), log_alpha, -math.inf)
+            log_alpha = log_alpha.clamp(max=0.0)
             accept = _uniform_log((n, n_chains), y, generator) < log_alpha
         else:
             log_alpha = torch.zeros_like(value)
@@ -304,7 +306,8 @@ def run_chains(
             log_q_j = -0.5 * eta.pow(2).sum(dim=2)
             whitened = _mv(gauss.chol_inv, (state - gauss.mean[:, None, :]) * m)
             log_q = -0.5 * (whitened / INDEPENDENCE_SCALE).pow(2).sum(dim=2)  # current state
-            log_beta = torch.nan_to_num(value_j - log_q_j - value + log_q, nan=-math.inf)
+            log_beta = value_j - log_q_j - value + log_q
+            log_beta = torch.where(torch.isfinite(value_j), log_beta, -math.inf)
             log_beta = log_beta.clamp(max=0.0)
             take = _uniform_log((n, n_chains), y, generator) < log_beta
             if bool(take.any()):  # the gradient is needed only where a chain jumped
@@ -330,6 +333,13 @@ def run_chains(
                 indep_sum += torch.exp(log_beta).mean(dim=1)
     rhat = moments.rhat()
     rhat = torch.where(free, rhat, torch.ones_like(rhat)).amax(dim=1)
+    stuck = ~torch.isfinite(value)
+    if bool(stuck.any()):
+        raise FloatingPointError(
+            f"The energy was not finite at any state that {int(stuck.any(dim=1).sum())} "
+            "row(s)' chains reached (the model overflows near these rows); the fill "
+            "would be meaningless."
+        )
     return ChainRun(
         mean=total / (n_keep * n_chains),
         last=state,

@@ -20,6 +20,7 @@ References
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -128,7 +129,7 @@ def conv_operator(weight: Tensor, spatial_shape: tuple[int, int]) -> Tensor:
     return _ConvOperator.apply(weight, int(height), int(width))
 
 
-class _FactorCache:
+class _FactorCache(abc.ABC):
     """LU factors of a frozen weight's matrix, cached per weight version (as in ``Dense``).
 
     A trainable weight may change without a version bump (fused optimizers), so its
@@ -138,8 +139,9 @@ class _FactorCache:
     def _init_cache(self) -> None:
         self._lu_cache: tuple[_Key, Tensor, Tensor, Tensor] | None = None
 
+    @abc.abstractmethod
     def _matrix(self) -> Tensor:
-        raise NotImplementedError
+        """Return the layer's matrix (differentiable in its weight)."""
 
     def barrier_matrix(self) -> Tensor:
         """Return the matrix whose singular values the barrier watches (differentiable)."""

@@ -224,3 +224,26 @@ def test_bimodal_conditional_keeps_both_modes_in_proportion():
     assert np.median(report.rhat) < 1.1
     exact = float(w @ grid)
     assert abs(filled[:, 1].mean() - exact) < 0.1 and filled[:, 1].std() < 0.35
+
+
+def test_a_chain_that_never_finds_a_finite_energy_is_an_error():
+    from skebflow.estimators.mcmc import run_chains
+
+    y = torch.zeros(3, 2, dtype=torch.float64)
+    free = torch.tensor([[False, True]] * 3)
+    samples = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def undefined(points: torch.Tensor) -> torch.Tensor:
+        return points.sum(dim=1) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="not finite at any state"):
+        run_chains(
+            undefined,
+            y,
+            free,
+            samples,
+            statistic=lambda t: t,
+            n_steps=4,
+            n_chains=2,
+            generator=torch.Generator().manual_seed(1),
+        )
