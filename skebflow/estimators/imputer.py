@@ -34,6 +34,27 @@ N_ROUNDS = 3
 _INITIAL_ITER = 10
 
 
+def _initial_fill(X: np.ndarray, missing: np.ndarray, est: object, seed: int) -> np.ndarray:
+    """Draws of ``IterativeImputer(sample_posterior=True)`` inside the flow's support.
+
+    For a bounded (``preprocessing="logit"``) flow the draws are clipped to each
+    column's observed range (inside the bounds, which the observed values must respect;
+    clipped after drawing because a constant column has min == max),
+    and for a dequantized flow rounded to integers, so that the first fit sees data it
+    accepts.
+    """
+    initial = IterativeImputer(sample_posterior=True, max_iter=_INITIAL_ITER, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        filled = initial.fit_transform(X)
+    if getattr(est, "preprocessing", None) == "logit":
+        observed = np.where(missing, np.nan, X)  # a constant column has min == max
+        filled = np.clip(filled, np.nanmin(observed, axis=0), np.nanmax(observed, axis=0))
+    if getattr(est, "dequantize", False):
+        filled = np.where(missing, np.round(filled), X)
+    return filled
+
+
 class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Fill missing values (NaN) with the conditional mean under an energy-based flow.
 
@@ -43,8 +64,11 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     the fill values), the flow is fitted, the NaNs are redrawn from the flow's
     conditional (:meth:`EBFlowDensity.impute` with ``sample_posterior=True``), and the
     flow is refitted with a warm start, ``n_rounds`` fits in all. Every training row is
-    used, however many entries it misses. ``transform`` fills the NaNs of new data with
-    the fitted flow's conditional mean (MCMC with the observed entries clamped).
+    used, however many entries it misses. For a bounded flow (``preprocessing="logit"``)
+    the initial draws are clipped to each column's observed range, and for a dequantized
+    one rounded to integers, so that pixel data can be imputed. ``transform`` fills the
+    NaNs of new data with the fitted flow's conditional mean (MCMC with the observed
+    entries clamped).
 
     Parameters
     ----------
@@ -191,14 +215,7 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         est = self._estimator(seed)
         filled = X
         if missing.any():
-            initial = IterativeImputer(
-                sample_posterior=True,
-                max_iter=_INITIAL_ITER,
-                random_state=int(rng.randint(2**31 - 1)),
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                filled = initial.fit_transform(X)
+            filled = _initial_fill(X, missing, est, int(rng.randint(2**31 - 1)))
         for round_ in range(self.n_rounds if missing.any() else 1):
             if round_ > 0:
                 est.set_params(warm_start=True)

@@ -91,3 +91,21 @@ def test_inf_is_an_error():
     X[0, 0] = np.inf
     with pytest.raises(ValueError, match="inf"):
         imputer.transform(X)
+
+
+def test_pixel_data_with_a_dequantized_bounded_flow():
+    # IterativeImputer's draws are neither integers nor inside the bounds; the initial
+    # fill must respect the flow's support or the first fit raises.
+    rng = np.random.default_rng(0)
+    X = np.clip(np.round(rng.multivariate_normal([8, 8], [[9, 8], [8, 9]], 300)), 0, 16)
+    X = np.column_stack([X, np.zeros(len(X))])  # a constant column, as digits' pixel 0
+    X_missing = np.where(rng.random(X.shape) < 0.2, np.nan, X)
+    X_missing[np.isnan(X_missing).all(axis=1), 0] = X[np.isnan(X_missing).all(axis=1), 0]
+    flow = EBFlowDensity(preprocessing="logit", bounds=(0, 16), dequantize=True, **FAST)
+    imputer = EBFlowImputer(flow, n_rounds=2, n_steps=10, random_state=0)
+    filled = imputer.fit_transform(X_missing)
+    missing = np.isnan(X_missing)
+    assert np.array_equal(filled[~missing], X[~missing])
+    assert filled.min() >= 0 and filled.max() <= 16
+    with pytest.raises(ValueError, match="integer"):  # what the unclipped draws would hit
+        EBFlowDensity(preprocessing="logit", bounds=(0, 16), dequantize=True, **FAST).fit(X + 0.3)
