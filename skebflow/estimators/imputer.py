@@ -38,8 +38,7 @@ def _initial_fill(X: np.ndarray, missing: np.ndarray, est: object, seed: int) ->
     """Draws of ``IterativeImputer(sample_posterior=True)`` inside the flow's support.
 
     For a bounded (``preprocessing="logit"``) flow the draws are clipped to each
-    column's observed range (inside the bounds, which the observed values must respect;
-    clipped after drawing because a constant column has min == max),
+    column's observed range (inside the bounds, which the observed values must respect),
     and for a dequantized flow rounded to integers, so that the first fit sees data it
     accepts.
     """
@@ -48,8 +47,9 @@ def _initial_fill(X: np.ndarray, missing: np.ndarray, est: object, seed: int) ->
         warnings.simplefilter("ignore", ConvergenceWarning)
         filled = initial.fit_transform(X)
     if getattr(est, "preprocessing", None) == "logit":
-        observed = np.where(missing, np.nan, X)  # a constant column has min == max
-        filled = np.clip(filled, np.nanmin(observed, axis=0), np.nanmax(observed, axis=0))
+        # clipped after drawing: IterativeImputer's min_value < max_value fails on a
+        # constant column
+        filled = np.clip(filled, np.nanmin(X, axis=0), np.nanmax(X, axis=0))
     if getattr(est, "dequantize", False):
         filled = np.where(missing, np.round(filled), X)
     return filled
