@@ -23,9 +23,11 @@ from skebflow.estimators.configuration import ConfigurationMixin
 from skebflow.estimators.divergence import check_divergence
 from skebflow.estimators.fitting import (
     barrier_thresholds,
-    bounds_pair,
     degenerate_jitter,
+    fit_history,
+    fresh_chain,
     training_data,
+    untrained_score,
     validation_split,
     warn_about_training,
 )
@@ -38,7 +40,7 @@ from skebflow.objectives.registry import (
     OBJECTIVES,
 )
 from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
-from skebflow.preprocessing.transforms import PREPROCESSING, make_preprocessing
+from skebflow.preprocessing.transforms import PREPROCESSING
 from skebflow.training.trainer import TrainConfig, Trainer, TrainingDivergedError
 from skebflow.utils.tensors import (
     as_tensor,
@@ -397,13 +399,9 @@ class EBFlowDensity(
             chain = self.preprocessing_.to(device=device, dtype=torch.float64)
             flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
         else:
-            chain = make_preprocessing(
-                self.preprocessing, bounds=bounds_pair(self.bounds), dequantize=self.dequantize
+            chain = fresh_chain(
+                self.preprocessing, self.bounds, self.dequantize, x_all, x_train, device
             )
-            # Inferred logit bounds must hold the validation rows too (they are scored).
-            inferred_box = self.preprocessing == "logit" and self.bounds is None
-            chain = chain.fit(x_all if inferred_box else x_train)
-            chain = chain.to(device=device, dtype=torch.float64)
             flow = self._build_flow(architecture, n_features, cpu_generator).to(
                 device=device, dtype=dtype
             )
@@ -440,14 +438,7 @@ class EBFlowDensity(
                 trainer.regularizers = regularizers  # else the barrier keeps its state
         single = device.type == "cpu" and n_features < auto.SINGLE_THREAD_MAX_FEATURES
         with intra_op_threads(1 if single else None):
-            initial_score = None
-            if score_fn is not None and not warm:
-                # The untrained flow, scored as the trainer scores (eval mode): in
-                # training mode an ActNorm would initialize itself on the validation
-                # rows after the log-normalizer was taken, a wrong baseline and a leak.
-                trainer.kept.eval()
-                initial_score = float(score_fn(trainer.kept))
-                trainer.kept.train()
+            initial_score = None if warm else untrained_score(trainer, score_fn)
             try:
                 result = trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
             except TrainingDivergedError as exc:
@@ -458,16 +449,8 @@ class EBFlowDensity(
         trained = result.flow
         if not self.match_after_preprocessing:
             trained = without_preprocessing(trained)
-        history = {
-            "n_iter": result.n_iter,
-            "loss_curve": result.loss_curve,
-            "validation_scores": result.validation_scores,
-            "n_skipped_steps": result.n_skipped_steps,
-            "best_iteration": result.best_epoch,
-            "final_learning_rate": result.final_learning_rate,
-        }
         names = (architecture, objective, min_singular_value)
-        self._set_fitted(trained, chain, device, names, jitter, advice, history)
+        self._set_fitted(trained, chain, device, names, jitter, advice, fit_history(result))
         warn_about_training(result, self.max_iter)
         with torch.no_grad():
             y_train = chain.forward(x_train)[0]

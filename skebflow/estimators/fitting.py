@@ -17,14 +17,18 @@ from torch import Tensor
 
 from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
 from skebflow.nn.flow import EnergyFlow
-from skebflow.preprocessing.transforms import Chain
+from skebflow.preprocessing.transforms import Chain, make_preprocessing
 from skebflow.training.config import TrainResult
+from skebflow.training.trainer import Trainer
 
 __all__ = [
     "barrier_thresholds",
     "bounds_pair",
     "degenerate_jitter",
+    "fit_history",
+    "fresh_chain",
     "training_data",
+    "untrained_score",
     "validation_split",
     "warn_about_training",
 ]
@@ -166,3 +170,48 @@ def warn_about_training(result: TrainResult, max_iter: int) -> None:
             ConvergenceWarning,
             stacklevel=4,
         )
+
+
+def fresh_chain(
+    preprocessing: str | None,
+    bounds: object,
+    dequantize: bool,
+    x_all: Tensor,
+    x_train: Tensor,
+    device: torch.device,
+) -> Chain:
+    """Return a new preprocessing chain fitted to the training rows, on ``device``.
+
+    Inferred logit bounds (``bounds=None``) are fitted to all rows: the validation rows
+    are scored and must lie inside the box too.
+    """
+    chain = make_preprocessing(preprocessing, bounds=bounds_pair(bounds), dequantize=dequantize)
+    inferred_box = preprocessing == "logit" and bounds is None
+    chain = chain.fit(x_all if inferred_box else x_train)
+    return chain.to(device=device, dtype=torch.float64)
+
+
+def untrained_score(trainer: Trainer, score_fn: Callable | None) -> float | None:
+    """Return the untrained flow's validation score, scored as the trainer scores.
+
+    In eval mode: in training mode an ActNorm would initialize itself on the validation
+    rows after the log-normalizer was taken, a wrong baseline and a leak.
+    """
+    if score_fn is None:
+        return None
+    trainer.kept.eval()
+    score = float(score_fn(trainer.kept))
+    trainer.kept.train()
+    return score
+
+
+def fit_history(result: TrainResult) -> dict:
+    """Return the training history that ``EBFlowDensity`` keeps as fitted attributes."""
+    return {
+        "n_iter": result.n_iter,
+        "loss_curve": result.loss_curve,
+        "validation_scores": result.validation_scores,
+        "n_skipped_steps": result.n_skipped_steps,
+        "best_iteration": result.best_epoch,
+        "final_learning_rate": result.final_learning_rate,
+    }
