@@ -64,6 +64,7 @@ from skebflow.bench.peers import NSF_CONFIG
 from skebflow.bench.quality import (
     DEFAULT_MODELS,
     EBFLOW_MODELS,
+    IMAGE_MODELS,
     POLISH_FRACTION,
     quality_markdown,
     run_quality,
@@ -181,6 +182,13 @@ def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         patience=args.patience,
         learning_rate=args.learning_rate,
     )
+    if args.tasks:
+        unknown = sorted(set(args.tasks) - {t.name for t in tasks})
+        if unknown:
+            raise SystemExit(
+                f"bench nll: unknown tasks {unknown}; these groups have {[t.name for t in tasks]}"
+            )
+        tasks = [t for t in tasks if t.name in args.tasks]
     seeds = (0,) if args.quick else tuple(range(args.seeds))
     start = time.perf_counter()
     with _threads(args.threads):
@@ -261,6 +269,7 @@ _MODEL_ALIASES = {
     "default": DEFAULT_MODELS,
     "score": EBFLOW_MODELS[1:],
     "all": (*DEFAULT_MODELS, *EBFLOW_MODELS[1:]),
+    "images": ("EBFlow", *IMAGE_MODELS, "KernelDensity", "GaussianMixture"),
 }
 _QUICK_DATASETS = ("pinwheel", "iris", "mixture-4")
 
@@ -350,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--warmup", type=int, default=3, help="untimed steps per objective")
     speed.add_argument("--no-plot", action="store_true")
     nll.add_argument("--datasets", nargs="+", choices=NLL_GROUPS)
+    nll.add_argument(
+        "--tasks", nargs="+", help="keep only these tasks of the groups, e.g. digits-conv"
+    )
     nll.add_argument("--objectives", nargs="+", default=list(NLL_OBJECTIVES))
     nll.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
     nll.add_argument("--teacher-features", type=int, nargs="+", default=[16, 64])
@@ -374,8 +386,9 @@ def _parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=["default"],
-        choices=[*_MODEL_ALIASES, *DEFAULT_MODELS, *EBFLOW_MODELS[1:]],
-        help="rows, or default (EBFlow and the peers), score (the score-matching rows), all",
+        choices=[*_MODEL_ALIASES, *DEFAULT_MODELS, *EBFLOW_MODELS[1:], *IMAGE_MODELS],
+        help="rows, or default (EBFlow and the peers), score (the score-matching rows), all, "
+        "images (the FC default, the conv and glow flows and the classical peers; digits)",
     )
     quality.add_argument("--jobs", type=int, default=2, help="worker processes (joblib)")
     quality.add_argument("--n-train", type=int, default=None, help="toy and teacher size")

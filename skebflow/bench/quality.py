@@ -24,8 +24,12 @@ Models (``fit(train, seed) -> object with score_samples``): ``EBFlow`` is
 fit by maximum likelihood (``warm_start``, 20 % of its epochs; the time includes both
 parts). The peers are passed in by :mod:`skebflow.bench.cli` (KernelDensity and a
 BIC-selected GaussianMixture, its scikit-learn layer) and :mod:`skebflow.bench.peers`
-(a zuko NSF, skipped with its reason when zuko is missing). A fit that raises is
-recorded with its error and never stops the benchmark.
+(a zuko NSF, skipped with its reason when zuko is missing). The image rows
+(:data:`IMAGE_MODELS`: ``EBFlow-conv``, ``EBFlow-glow`` and their ``-ssm`` and ``-dsm``
+variants) fit ``architecture="conv"`` or ``"glow"`` with the data set's ``image_shape``
+and ``preprocessing="logit"`` on its box (digits only; skipped elsewhere). Digits rows
+also get bits per dimension in the report. A fit that raises is recorded with its error
+and never stops the benchmark.
 """
 
 from __future__ import annotations
@@ -42,10 +46,17 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from skebflow.bench.peers import NSF_CONFIG, PeerUnavailableError, fit_nsf
-from skebflow.bench.tasks import QUALITY_GROUPS, QualitySet, format_number
+from skebflow.bench.tasks import QUALITY_GROUPS, TABLE_IMAGES, QualitySet, format_number
 from skebflow.estimators.density import EBFlowDensity
 
-__all__ = ["DEFAULT_MODELS", "EBFLOW_MODELS", "quality_markdown", "run_quality", "summarize"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "EBFLOW_MODELS",
+    "IMAGE_MODELS",
+    "quality_markdown",
+    "run_quality",
+    "summarize",
+]
 
 _SCORE_OBJECTIVES = ("ssm", "dsm", "fdssm")
 #: The EBFlow rows: the default estimator, each score-matching objective, and polished.
@@ -56,6 +67,12 @@ EBFLOW_MODELS: tuple[str, ...] = (
 )
 #: The rows of a plain run: the default estimator and the peers.
 DEFAULT_MODELS: tuple[str, ...] = ("EBFlow", "KernelDensity", "GaussianMixture", "NSF")
+#: Image flows (data sets with an ``image_shape`` only): ``EBFlow-<architecture>`` is
+#: trained by the estimator's ``objective="auto"`` (ML on small images), the others by
+#: the named score-matching objective.
+IMAGE_MODELS: tuple[str, ...] = tuple(
+    f"EBFlow-{a}{o}" for a in ("conv", "glow") for o in ("", "-ssm", "-dsm")
+)
 #: Length of the ML polish, as a fraction of the epochs of the score-matching fit.
 POLISH_FRACTION = 0.2
 _QUICK_EPOCHS = 2
@@ -71,6 +88,22 @@ def _quiet(model: EBFlowDensity, train: np.ndarray) -> EBFlowDensity:
 def _ebflow(objective: str | None, train: np.ndarray, seed: int, quick: bool) -> EBFlowDensity:
     params: dict = {"random_state": seed}
     if objective is not None:
+        params["objective"] = objective
+    if quick:
+        params["max_iter"] = _QUICK_EPOCHS
+    return _quiet(EBFlowDensity(**params), train)
+
+
+def _image_flow(
+    qset: QualitySet, name: str, train: np.ndarray, seed: int, quick: bool
+) -> EBFlowDensity:
+    """``EBFlow-conv``, ``EBFlow-glow-ssm``, ...: an image flow with the logit chain."""
+    if qset.image_shape is None:
+        raise PeerUnavailableError(f"{qset.name} is not an image data set")
+    architecture, _, objective = name.removeprefix("EBFlow-").partition("-")
+    params: dict = {"architecture": architecture, "image_shape": qset.image_shape}
+    params.update(preprocessing="logit", bounds=qset.bounds, random_state=seed)
+    if objective:
         params["objective"] = objective
     if quick:
         params["max_iter"] = _QUICK_EPOCHS
@@ -163,6 +196,8 @@ def _models_on(
     }
     fits["NSF"] = lambda: fit_nsf(train, seed, **nsf)
     fits["EBFlow"] = lambda: _ebflow(None, train, seed, quick)
+    for name in IMAGE_MODELS:
+        fits[name] = lambda name=name: _image_flow(qset, name, train, seed, quick)
     records = [_measure(qset, name, seed, data, fits[name])[1] for name in models if name in fits]
     for objective in _SCORE_OBJECTIVES:
         base, polished = f"EBFlow-{objective}", f"EBFlow-{objective}+ml"
@@ -211,7 +246,8 @@ def run_quality(
     sets : list of QualitySet
         From :func:`make_quality_sets`.
     models : tuple of str, default=DEFAULT_MODELS
-        Row names: any of :data:`EBFLOW_MODELS`, ``"NSF"`` and the keys of ``peers``.
+        Row names: any of :data:`EBFLOW_MODELS`, :data:`IMAGE_MODELS` (skipped on data
+        sets without an image shape), ``"NSF"`` and the keys of ``peers``.
     seeds : tuple of int, default=(0, 1, 2)
         Seeds of the data and of every estimator.
     peers : mapping of str to callable, optional
@@ -236,7 +272,7 @@ def run_quality(
         and what the model chose (``n_iter``, ``bandwidth``, ``n_components``, ...).
     """
     peers = dict(peers or {})
-    known = set(EBFLOW_MODELS) | {"NSF"} | set(peers)
+    known = set(EBFLOW_MODELS) | set(IMAGE_MODELS) | {"NSF"} | set(peers)
     unknown = sorted(set(models) - known)
     if unknown:
         raise ValueError(f"Unknown models {unknown}; valid: {sorted(known)}.")
@@ -332,6 +368,23 @@ def _cell(entry: dict | None, metric: str, digits: int, bold: bool) -> str:
     return text + (f" ({lost} failed)" if lost else "")
 
 
+def _bits_cells(find: dict, dataset: str, models: list[str], n_seeds: int) -> list[str]:
+    """Bits per dimension of each model on one data set (from its log-likelihood)."""
+    done = [m for m in models if _complete(find.get((dataset, m)), n_seeds)]
+    best = max(done, key=lambda m: find[dataset, m]["loglik_mean"], default=None)
+    cells = []
+    for m in models:
+        entry = find.get((dataset, m))
+        if entry is None or not entry["n_ok"]:
+            cells.append(_cell(entry, "loglik", 3, False))
+            continue
+        scale = -1.0 / (entry["features"] * math.log(2.0))
+        text = f"{format_number(entry['loglik_mean'] * scale, 3)} ± "
+        text += format_number(entry["loglik_std"] * abs(scale), 3)
+        cells.append(f"**{text}**" if m == best else text)
+    return cells
+
+
 def _margin(find: dict, dataset: str, ranked: list[str]) -> str:
     """Winner minus runner-up, paired over seeds: mean ± std and seeds won."""
     if len(ranked) < 2:
@@ -392,6 +445,13 @@ def quality_markdown(summary: list[dict], n_seeds: int) -> str:
             cells += [_cell(find.get((d, m)), "loglik", 3, ranked[:1] == [m]) for m in models]
             lines.append("| " + " | ".join([*cells, _margin(find, d, ranked)]) + " |")
         lines.append("")
+        images = [d for d in datasets if d in TABLE_IMAGES]
+        if images:
+            lines += ["Image tables in bits per dimension (NLL / (D ln 2); bold: the lowest):", ""]
+            lines += ["| data set | " + " | ".join(models) + " |", "|---" * (1 + len(models)) + "|"]
+            for d in images:
+                lines.append(f"| {d} | " + " | ".join(_bits_cells(find, d, models, n_seeds)) + " |")
+            lines.append("")
         if group == "teachers":
             lines += ["Excess NLL over the truth, nats per dimension (bold: the lowest):", ""]
             lines += ["| data set | " + " | ".join(models) + " |", "|---" * (1 + len(models)) + "|"]

@@ -62,6 +62,9 @@ class Task:
     barrier : tuple of str
         Objectives also run without the default singular-value barrier (as
         ``<objective>-sv``).
+    baselines : bool
+        Fit the baselines too (``False`` for a second architecture on data that another
+        task already compares with them).
     """
 
     group: str
@@ -73,6 +76,7 @@ class Task:
     ablation: tuple[str, ...] = ()
     polish: tuple[str, ...] = ()
     barrier: tuple[str, ...] = ()
+    baselines: bool = True
 
 
 def format_number(value: float | None, digits: int = 2) -> str:
@@ -104,7 +108,9 @@ def make_tasks(
     """Build the benchmark's tasks with their documented budgets.
 
     Full budgets: teacher 2,000 training / 2,000 test samples, at most 100 epochs; toys
-    2,000 / 5,000, at most 30 epochs; digits 1,437 / 360 images, at most 200 epochs;
+    2,000 / 5,000, at most 30 epochs; digits 1,437 / 360 images, at most 200 epochs, with
+    the FC flow and, as ``digits-conv`` and ``digits-glow``, the image flows at their
+    default depth and learning rate (no baselines: the ``digits`` row has them);
     bounded: a 16-dimensional teacher as for ``teacher``.
     Always batch 100, EMA 0.999, Adam (``learning_rate``, default 1e-3), early stopping
     on 10 % of the training data (``patience``, default 10). ``quick`` shrinks
@@ -201,6 +207,12 @@ def make_tasks(
         tasks.append(
             Task("digits", "digits", 64, draw_digits, {**common, **params}, True, **studies)
         )
+        for architecture in ("conv", "glow"):  # the image flows, at their own learning rate
+            image = {**params, "architecture": architecture, "image_shape": (1, 8, 8)}
+            image.update(n_blocks=None, learning_rate="auto")
+            name = f"digits-{architecture}"
+            task = Task("digits", name, 64, draw_digits, {**common, **image}, True, baselines=False)
+            tasks.append(task)
     if "bounded" in groups:
         d = 4 if quick else 16
         teacher = make_teacher(d, random_state=1000 + d)
@@ -253,6 +265,12 @@ class QualitySet:
         Dimension :math:`D`.
     n_train, n_test : int or None
         Sample sizes (``None`` for a table: its 75/25 split).
+    image_shape : tuple of int or None
+        ``(C, H, W)`` of rows that are flattened images (digits: ``(1, 8, 8)``), which
+        the image-flow rows of ``bench quality`` need; ``None`` otherwise.
+    bounds : tuple of float or None
+        The box of image values (dequantized digits: ``(0, 17)``), for the image flows'
+        ``preprocessing="logit"``.
     """
 
     name: str
@@ -260,6 +278,8 @@ class QualitySet:
     features: int
     n_train: int | None = None
     n_test: int | None = None
+    image_shape: tuple[int, int, int] | None = None
+    bounds: tuple[float, float] | None = None
 
     def draw(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Return ``(train, test, exact log-density of test or None)`` for a seed."""
@@ -277,6 +297,8 @@ class QualitySet:
 
 
 _TABLE_FEATURES = {"digits": 64, "breast_cancer": 24, "wine": 13, "iris": 4, "diabetes": 10}
+#: Tables whose rows are images: (image_shape, box of the dequantized values).
+TABLE_IMAGES = {"digits": ((1, 8, 8), (0.0, 17.0))}
 
 
 def make_quality_sets(
@@ -319,7 +341,10 @@ def make_quality_sets(
         toys, teachers = (n_train, toys[1]), (n_train, teachers[1])
     table = (300, 100) if quick else (None, None)
     every = [QualitySet(name, "toys", 2, *toys) for name in QUALITY_TOYS]
-    every += [QualitySet(t, "tables", _TABLE_FEATURES[t], *table) for t in TABLE_DATASETS]
+    every += [
+        QualitySet(t, "tables", _TABLE_FEATURES[t], *table, *TABLE_IMAGES.get(t, ()))
+        for t in TABLE_DATASETS
+    ]
     every += [
         QualitySet(f"mixture-{d}", "teachers", d, *teachers) for d in QUALITY_TEACHER_FEATURES
     ]

@@ -35,6 +35,7 @@ from skebflow.datasets.teachers import (
     teacher_log_density,
 )
 from skebflow.datasets.toys import make_toy
+from skebflow.estimators.density import EBFlowDensity
 
 
 def _finite(value):
@@ -94,7 +95,11 @@ def test_nll_quick(tmp_path):
                 assert row[f"{metric}_std"] == 0.0
             else:
                 assert row["errors"]
-    digits = next(s for s in summary if s["group"] == "digits" and s["method"] == "ml")
+    for task in ("digits-conv", "digits-glow"):  # the image flows: objectives, no baselines
+        assert {s["method"] for s in summary if s["task"] == task} == set(NLL_OBJECTIVES)
+    ml = {s["task"]: s for s in summary if s["method"] == "ml"}
+    assert ml["digits-conv"]["n_ok"] == ml["digits-glow"]["n_ok"] == 1
+    digits = next(s for s in summary if s["task"] == "digits" and s["method"] == "ml")
     assert _finite(digits["bits_per_dim_mean"])
     assert digits["bits_per_dim_mean"] == pytest.approx(digits["nll_mean"] / (64 * math.log(2)))
     for run in payload["runs"]:
@@ -108,7 +113,18 @@ def test_nll_quick(tmp_path):
     markdown = (tmp_path / "nll.md").read_text()
     for group in groups:
         assert f"### {group}:" in markdown
-    assert "bits/dim" in markdown
+    assert "bits/dim, digits-glow" in markdown
+
+
+def test_nll_tasks_option_keeps_the_named_tasks(tmp_path):
+    argv = ["nll", "--quick", "--datasets", "digits", "--tasks", "digits-conv"]
+    argv += ["--objectives", "ml", "--output", str(tmp_path), "--log", "quiet"]
+    assert main(argv) == 0
+    payload = json.loads((tmp_path / "nll.json").read_text())
+    assert {(r["task"], r["method"]) for r in payload["runs"]} == {("digits-conv", "ml")}
+    assert payload["config"]["tasks"][0]["params"]["architecture"] == "conv"
+    with pytest.raises(SystemExit, match="unknown tasks \\['digits-maf'\\]"):
+        main(["nll", "--quick", "--datasets", "digits", "--tasks", "digits-maf"])
 
 
 def test_inference_quick(tmp_path):
@@ -340,6 +356,33 @@ def test_quality_score_rows_and_polish():
         run_quality(sets, models=("EBFlow-sm",), log=lambda line: None)
     with pytest.raises(ValueError, match="Unknown data sets"):
         make_quality_sets(("mnist",))
+
+
+def test_quality_image_rows_run_on_digits_only(monkeypatch):
+    built = []
+    fit = EBFlowDensity.fit
+
+    def spy(self, X, y=None):
+        built.append((self.architecture, self.image_shape, self.objective, self.bounds))
+        return fit(self, X, y)
+
+    monkeypatch.setattr(EBFlowDensity, "fit", spy)
+    sets = make_quality_sets(("digits", "iris"), quick=True)
+    models = ("EBFlow-conv", "EBFlow-glow-ssm")
+    records = run_quality(sets, models=models, seeds=(0,), quick=True, log=lambda line: None)
+    runs = {(r["dataset"], r["model"]): r for r in records}
+    assert set(runs) == {(d, m) for d in ("digits", "iris") for m in models}
+    for model in models:
+        assert runs["iris", model]["status"] == "skipped"
+        assert "not an image data set" in runs["iris", model]["error"]
+    box = (0.0, 17.0)
+    assert sorted(built) == [("conv", (1, 8, 8), "auto", box), ("glow", (1, 8, 8), "ssm", box)]
+    markdown = quality_markdown(summarize_quality(records), 1)
+    assert "bits per dimension" in markdown
+    conv = runs["digits", "EBFlow-conv"]
+    if conv["status"] == "ok":  # two epochs may leave a finite but poor density
+        bits = -conv["loglik"] / (64 * math.log(2.0))
+        assert f"{bits:.3f}" in markdown.split("bits per dimension")[1]
 
 
 def test_gmm_bic_picks_two_components_on_two_clusters():
