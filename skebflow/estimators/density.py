@@ -400,7 +400,13 @@ class EBFlowDensity(
             flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
         else:
             chain = fresh_chain(
-                self.preprocessing, self.bounds, self.dequantize, x_all, x_train, device
+                self.preprocessing,
+                self.bounds,
+                self.dequantize,
+                architecture,
+                x_all,
+                x_train,
+                device,
             )
             flow = self._build_flow(architecture, n_features, cpu_generator).to(
                 device=device, dtype=dtype

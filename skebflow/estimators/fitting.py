@@ -15,6 +15,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from torch import Tensor
 
+from skebflow.estimators.defaults import logit_squeeze
 from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
 from skebflow.nn.flow import EnergyFlow
 from skebflow.preprocessing.transforms import Chain, make_preprocessing
@@ -172,10 +173,25 @@ def warn_about_training(result: TrainResult, max_iter: int) -> None:
         )
 
 
+def estimator_chain(
+    preprocessing: str | None, bounds: object, dequantize: bool, architecture: str
+) -> Chain:
+    """Return the unfitted preprocessing chain of an estimator's parameters.
+
+    The one place that builds it (``fit``, ``partial_fit`` and ``load``): the logit's
+    squeeze depends on the resolved architecture (:func:`logit_squeeze`).
+    """
+    eps = logit_squeeze(architecture, dequantize)
+    return make_preprocessing(
+        preprocessing, bounds=bounds_pair(bounds), dequantize=dequantize, eps=eps
+    )
+
+
 def fresh_chain(
     preprocessing: str | None,
     bounds: object,
     dequantize: bool,
+    architecture: str,
     x_all: Tensor,
     x_train: Tensor,
     device: torch.device,
@@ -185,7 +201,7 @@ def fresh_chain(
     Inferred logit bounds (``bounds=None``) are fitted to all rows: the validation rows
     are scored and must lie inside the box too.
     """
-    chain = make_preprocessing(preprocessing, bounds=bounds_pair(bounds), dequantize=dequantize)
+    chain = estimator_chain(preprocessing, bounds, dequantize, architecture)
     inferred_box = preprocessing == "logit" and bounds is None
     chain = chain.fit(x_all if inferred_box else x_train)
     return chain.to(device=device, dtype=torch.float64)

@@ -20,9 +20,8 @@ import torch
 from sklearn.utils.validation import validate_data
 
 from skebflow.estimators.defaults import SINGLE_THREAD_MAX_FEATURES
-from skebflow.estimators.fitting import bounds_pair, degenerate_jitter, training_data
+from skebflow.estimators.fitting import degenerate_jitter, estimator_chain, training_data
 from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
-from skebflow.preprocessing.transforms import make_preprocessing
 from skebflow.training.trainer import Trainer, TrainingDivergedError
 from skebflow.utils.tensors import (
     as_tensor,
@@ -55,9 +54,8 @@ class IncrementalMixin:
         """
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        chain = make_preprocessing(
-            self.preprocessing, bounds=bounds_pair(self.bounds), dequantize=self.dequantize
-        )
+        architecture, _ = self._resolve(X.shape[1])
+        chain = estimator_chain(self.preprocessing, self.bounds, self.dequantize, architecture)
         self._sample_preprocessing = chain.fit(as_tensor(X, dtype=torch.float64))
         self._incremental = None
         return self
@@ -138,8 +136,8 @@ class IncrementalMixin:
         generator = torch.Generator(device=device).manual_seed(seed + 1)
         x = as_tensor(X, dtype=torch.float64)
         if sample_chain is None:
-            chain = make_preprocessing(
-                self.preprocessing, bounds=bounds_pair(self.bounds), dequantize=self.dequantize
+            chain = estimator_chain(
+                self.preprocessing, self.bounds, self.dequantize, architecture
             ).fit(x)
         else:
             chain = copy.deepcopy(sample_chain)

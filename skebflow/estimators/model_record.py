@@ -29,10 +29,10 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
 from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.fitting import bounds_pair
+from skebflow.estimators.fitting import estimator_chain
 from skebflow.estimators.outlier import EBFlowOutlierDetector
 from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.preprocessing.transforms import Chain, make_preprocessing
+from skebflow.preprocessing.transforms import Chain
 
 __all__ = ["density_record", "detector_record", "field", "from_record"]
 
@@ -201,10 +201,8 @@ def _fresh_flow(estimator: EBFlowDensity, architecture: str, n_features: int) ->
 
 def _fresh_chain(estimator: EBFlowDensity) -> Chain:
     """Build the unfitted preprocessing chain exactly as ``fit`` does."""
-    return make_preprocessing(
-        estimator.preprocessing,
-        bounds=bounds_pair(estimator.bounds),
-        dequantize=estimator.dequantize,
+    return estimator_chain(
+        estimator.preprocessing, estimator.bounds, estimator.dequantize, estimator.architecture_
     )
 
 

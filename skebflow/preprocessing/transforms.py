@@ -20,7 +20,14 @@ from torch import Tensor, nn
 from skebflow.preprocessing.base import Transform, check_data
 from skebflow.preprocessing.logit import Logit, as_bounds
 
-__all__ = ["Chain", "Dequantize", "Logit", "Standardize", "Transform", "make_preprocessing"]
+__all__ = [
+    "Chain",
+    "Dequantize",
+    "Logit",
+    "Standardize",
+    "Transform",
+    "make_preprocessing",
+]
 
 PREPROCESSING = ("standardize", "logit", None)
 
@@ -250,6 +257,7 @@ def make_preprocessing(
     *,
     bounds: tuple[object, object] | None = None,
     dequantize: bool = False,
+    eps: float | None = None,
 ) -> Chain:
     """Build the preprocessing chain of an estimator from its parameters.
 
@@ -264,6 +272,8 @@ def make_preprocessing(
         Prepend :class:`Dequantize` for integer data. Integers in ``[low, high]``
         dequantize into ``[low, high + 1)``, so the logit box becomes
         ``(low, high + 1)``.
+    eps : float or None, default=None
+        The logit's squeeze λ (:class:`Logit`); ``None`` is :class:`Logit`'s default.
 
     Returns
     -------
@@ -277,11 +287,11 @@ def make_preprocessing(
 
     Examples
     --------
-    >>> make_preprocessing("logit", bounds=(0, 16), dequantize=True)
+    >>> make_preprocessing("logit", bounds=(0, 16), dequantize=True, eps=0.05)
     Chain(
       (transforms): ModuleList(
         (0): Dequantize()
-        (1): Logit(bounds=(0.0, 17.0), eps=1e-06)
+        (1): Logit(bounds=(0.0, 17.0), eps=0.05)
       )
     )
     """
@@ -296,5 +306,5 @@ def make_preprocessing(
     if preprocessing == "standardize":
         stages.append(Standardize())
     elif preprocessing == "logit":
-        stages.append(Logit(bounds))
+        stages.append(Logit(bounds) if eps is None else Logit(bounds, eps=eps))
     return Chain(*stages)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import warnings
+
+import numpy as np
+import pytest
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow.estimators.defaults import DEQUANTIZED_LOGIT_EPS
 from skebflow.objectives.registry import OBJECTIVE_OPTIONS, OBJECTIVE_SPECS
 from skebflow.training.trainer import TrainConfig
 
@@ -35,3 +40,23 @@ def test_estimator_reads_trainer_and_objective_defaults():
     # Each exposed option is an option of exactly one objective.
     owners = [o for spec in OBJECTIVE_SPECS.values() for o in spec.options]
     assert sorted(owners) == sorted(OBJECTIVE_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "dequantize", "eps"),
+    [("spline", True, DEQUANTIZED_LOGIT_EPS), ("spline", False, 1e-6), ("fc", True, 1e-6)],
+)
+def test_the_logit_squeeze_follows_the_architecture_in_fit_and_partial_fit(
+    architecture, dequantize, eps
+):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 8, size=(80, 3)).astype(float)
+    params = {"architecture": architecture, "preprocessing": "logit", "bounds": (0, 7)}
+    params.update(dequantize=dequantize, n_blocks=1, hidden_features=8, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = EBFlowDensity(**params, random_state=0).fit(X)
+        chunked = EBFlowDensity(**params, random_state=0).partial_fit(X)
+    for est in (fitted, chunked):
+        (logit,) = [t for t in est.preprocessing_.transforms if type(t).__name__ == "Logit"]
+        assert logit.eps == eps

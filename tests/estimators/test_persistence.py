@@ -15,6 +15,7 @@ from sklearn.neighbors import KernelDensity
 
 import skebflow
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow.estimators.defaults import DEQUANTIZED_LOGIT_EPS
 from skebflow.estimators.persistence import (
     FORMAT,
     FORMAT_VERSION,
@@ -435,6 +436,25 @@ def test_damaged_contents_are_refused_with_the_reason(model_file, tmp_path, chan
         load(path)
     assert str(info.value).startswith(f"cannot load {path}: ")
     assert not isinstance(info.value, NotAModelFileError)
+
+
+def test_a_file_with_the_old_logit_squeeze_is_refused(tmp_path):
+    """Dequantized chains squeeze by λ = 0.05; a file written with 1e-6 names the change."""
+    config = CONFIGS["logit-bounds-dequantize"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = EBFlowDensity(**FAST, **config).fit(data(config))
+    assert est.preprocessing_.transforms[1].eps == DEQUANTIZED_LOGIT_EPS
+    save(est, tmp_path / "new")
+
+    def old_squeeze(payload: dict) -> None:
+        for module in payload["preprocessing"]["modules"]:
+            if module["type"] == "Logit":
+                module["options"]["eps"] = 1e-6
+
+    path = rewrite(tmp_path / "new", tmp_path / "old", old_squeeze)
+    with pytest.raises(ValueError, match=r"Logit .*'eps': 0\.05.* here, Logit .*'eps': 1e-06"):
+        load(path)
 
 
 def test_load_on_another_device(model_file):
