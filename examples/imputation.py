@@ -54,7 +54,7 @@ def mask(X: np.ndarray, column: int, seed: int) -> np.ndarray:
 PIXELS = {"preprocessing": "logit", "bounds": (0, 16), "dequantize": True}
 
 
-def imputers(seed: int, pixels: bool) -> dict[str, object]:
+def imputers(seed: int, pixels: bool, rounds: int) -> dict[str, object]:
     options = PIXELS if pixels else {}
     return {
         "SimpleImputer(mean)": SimpleImputer(strategy="mean"),
@@ -63,7 +63,7 @@ def imputers(seed: int, pixels: bool) -> dict[str, object]:
         # a smaller flow and fewer rounds than the defaults keep the example to minutes
         "EBFlowImputer": EBFlowImputer(
             EBFlowDensity(n_blocks=2, hidden_features=32, max_iter=60, **options),
-            n_rounds=2,
+            n_rounds=rounds,
             n_steps=100,
             random_state=seed,
         ),
@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="imputation-output")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1, help="EBFlowImputer's n_rounds")
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
     torch.set_num_threads(1)
@@ -97,7 +98,8 @@ def main() -> None:
         X_missing = np.where(missing, np.nan, X)
         scale = X.std(axis=0)
         scale[scale == 0] = 1.0
-        for label, imputer in imputers(args.seed, pixels=name == "digits").items():
+        pixels = name == "digits"
+        for label, imputer in imputers(args.seed, pixels=pixels, rounds=args.rounds).items():
             start = time.perf_counter()
             filled = imputer.fit_transform(X_missing)
             seconds = time.perf_counter() - start
