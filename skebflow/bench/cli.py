@@ -66,10 +66,10 @@ from skebflow.bench.quality import (
     EBFLOW_MODELS,
     IMAGE_MODELS,
     POLISH_FRACTION,
-    quality_markdown,
     run_quality,
 )
-from skebflow.bench.quality import summarize as summarize_quality
+from skebflow.bench.quality_report import quality_markdown
+from skebflow.bench.quality_report import summarize as summarize_quality
 from skebflow.bench.speed import SPEED_OBJECTIVES, run_speed
 from skebflow.bench.speed_report import plot_speed, speed_markdown
 from skebflow.bench.tasks import QUALITY_GROUPS, make_quality_sets, make_tasks

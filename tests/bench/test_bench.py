@@ -21,8 +21,9 @@ from skebflow.bench.cli import main
 from skebflow.bench.inference import measure_memory
 from skebflow.bench.nll import NLL_OBJECTIVES
 from skebflow.bench.peers import PeerUnavailableError, fit_nsf, kde_cv_log_likelihoods
-from skebflow.bench.quality import DEFAULT_MODELS, quality_markdown, run_quality
-from skebflow.bench.quality import summarize as summarize_quality
+from skebflow.bench.quality import DEFAULT_MODELS, run_quality
+from skebflow.bench.quality_report import quality_markdown
+from skebflow.bench.quality_report import summarize as summarize_quality
 from skebflow.bench.speed import IMAGE_SPEED_OBJECTIVES, SPEED_OBJECTIVES, run_speed
 from skebflow.bench.tasks import make_quality_sets
 from skebflow.bench.truth import TRUTH_OBJECTIVES, run_truth
