@@ -399,15 +399,7 @@ class EBFlowDensity(
             chain = self.preprocessing_.to(device=device, dtype=torch.float64)
             flow = copy.deepcopy(self.flow_).to(device=device, dtype=dtype).requires_grad_(True)
         else:
-            chain = fresh_chain(
-                self.preprocessing,
-                self.bounds,
-                self.dequantize,
-                architecture,
-                x_all,
-                x_train,
-                device,
-            )
+            chain = fresh_chain(self, architecture, x_all, x_train, device)
             flow = self._build_flow(architecture, n_features, cpu_generator).to(
                 device=device, dtype=dtype
             )

@@ -188,20 +188,16 @@ def estimator_chain(
 
 
 def fresh_chain(
-    preprocessing: str | None,
-    bounds: object,
-    dequantize: bool,
-    architecture: str,
-    x_all: Tensor,
-    x_train: Tensor,
-    device: torch.device,
+    estimator: object, architecture: str, x_all: Tensor, x_train: Tensor, device: torch.device
 ) -> Chain:
     """Return a new preprocessing chain fitted to the training rows, on ``device``.
 
-    Inferred logit bounds (``bounds=None``) are fitted to all rows: the validation rows
-    are scored and must lie inside the box too.
+    ``estimator`` supplies ``preprocessing``, ``bounds`` and ``dequantize``. Inferred logit
+    bounds (``bounds=None``) are fitted to all rows: the validation rows are scored and
+    must lie inside the box too.
     """
-    chain = estimator_chain(preprocessing, bounds, dequantize, architecture)
+    preprocessing, bounds = estimator.preprocessing, estimator.bounds
+    chain = estimator_chain(preprocessing, bounds, estimator.dequantize, architecture)
     inferred_box = preprocessing == "logit" and bounds is None
     chain = chain.fit(x_all if inferred_box else x_train)
     return chain.to(device=device, dtype=torch.float64)
