@@ -14,8 +14,8 @@ are fitted to the same training samples. Data sets:
   NLL in nats per sample.
 * ``digits``: scikit-learn's 8×8 digits as integers in [0, 16], with the paper's chain
   (uniform dequantization, logit), fitted by the FC flow and, as ``digits-conv`` and
-  ``digits-glow``, by the image flows (``image_shape=(1, 8, 8)``, their default depth and
-  learning rate, no ablations). NLL in nats per image and bits per dimension, of the
+  ``digits-glow``, by the image flows (``image_shape=(1, 8, 8)``, their default depth, no
+  ablations). NLL in nats per image and bits per dimension, of the
   dequantized density ``-mean log p(x + u)`` with ``u ~ U[0, 1)^64`` (the paper's
   convention, averaged over a few noise draws), and at the cell centre ``x + 0.5``
   (``EBFlowDensity.score``). Baselines are fitted to dequantized training data.

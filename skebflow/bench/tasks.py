@@ -110,7 +110,7 @@ def make_tasks(
     Full budgets: teacher 2,000 training / 2,000 test samples, at most 100 epochs; toys
     2,000 / 5,000, at most 30 epochs; digits 1,437 / 360 images, at most 200 epochs, with
     the FC flow and, as ``digits-conv`` and ``digits-glow``, the image flows at their
-    default depth and learning rate (no baselines: the ``digits`` row has them);
+    default depth (no baselines: the ``digits`` row has them);
     bounded: a 16-dimensional teacher as for ``teacher``.
     Always batch 100, EMA 0.999, Adam (``learning_rate``, default 1e-3), early stopping
     on 10 % of the training data (``patience``, default 10). ``quick`` shrinks
@@ -207,9 +207,9 @@ def make_tasks(
         tasks.append(
             Task("digits", "digits", 64, draw_digits, {**common, **params}, True, **studies)
         )
-        for architecture in ("conv", "glow"):  # the image flows, at their own learning rate
+        for architecture in ("conv", "glow"):  # the image flows, at the common learning rate
             image = {**params, "architecture": architecture, "image_shape": (1, 8, 8)}
-            image.update(n_blocks=None, learning_rate="auto")
+            image.update(n_blocks=None)
             name = f"digits-{architecture}"
             task = Task("digits", name, 64, draw_digits, {**common, **image}, True, baselines=False)
             tasks.append(task)
