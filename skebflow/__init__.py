@@ -10,13 +10,14 @@ References
    Normalizing Flow with Score-Matching Objectives", NeurIPS 2023, arXiv:2305.15267.
 """
 
-__version__ = "0.1.0.dev0"
-
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.divergence import DivergenceWarning
-from skebflow.estimators.imputer import EBFlowImputer
-from skebflow.estimators.outlier import EBFlowOutlierDetector
-from skebflow.estimators.persistence import ModelVersionWarning, load
+from skebflow._version import __version__
+from skebflow.estimators import (
+    EBFlowDensity,
+    EBFlowImputer,
+    EBFlowOutlierDetector,
+    load,
+)
+from skebflow.exceptions import DivergenceWarning, ModelVersionWarning
 
 __all__ = [
     "DivergenceWarning",

@@ -74,11 +74,9 @@ from skebflow.bench.speed import SPEED_OBJECTIVES, run_speed
 from skebflow.bench.speed_report import plot_speed, speed_markdown
 from skebflow.bench.tasks import QUALITY_GROUPS, make_quality_sets, make_tasks
 from skebflow.bench.truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
-from skebflow.utils.tensors import resolve_device
+from skebflow.utils.tensors import DTYPES, resolve_device
 
 __all__ = ["main"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -152,7 +150,7 @@ def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
             steps_per_round=steps,
             warmup=warmup,
             device=device,
-            dtype=_DTYPES[args.dtype],
+            dtype=DTYPES[args.dtype],
             log=log,
             image_shapes=tuple(args.images),
         )
@@ -226,7 +224,7 @@ def _truth(args: argparse.Namespace, log: Callable[[str], None]) -> int:
             **steps,
             objectives=tuple(args.objectives),
             seed=args.seed,
-            dtype=_DTYPES[args.dtype],
+            dtype=DTYPES[args.dtype],
             log=log,
         )
     config = {**sizes, **steps, "seed": args.seed, "dtype": args.dtype, "quick": args.quick}
@@ -335,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
         if sub in (speed, nll):
             sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
         if sub not in (quality, inference):
-            sub.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+            sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
         sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
         sub.add_argument(
             "--threads",

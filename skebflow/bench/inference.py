@@ -38,8 +38,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KernelDensity
 
 from skebflow.bench.tasks import format_number
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.divergence import DivergenceWarning
+from skebflow.estimators import EBFlowDensity
+from skebflow.exceptions import DivergenceWarning
 
 __all__ = [
     "INFERENCE_FEATURES",

@@ -47,7 +47,7 @@ from functools import partial
 import numpy as np
 
 from skebflow.bench.tasks import Task, _rng, format_number
-from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators import EBFlowDensity
 
 __all__ = ["NLL_GROUPS", "NLL_OBJECTIVES", "nll_markdown", "run_nll", "summarize"]
 

@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from skebflow.bench.peers import NSF_CONFIG, PeerUnavailableError, fit_nsf
 from skebflow.bench.tasks import QualitySet
-from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators import EBFlowDensity
 
 __all__ = ["DEFAULT_MODELS", "EBFLOW_MODELS", "IMAGE_MODELS", "run_quality"]
 

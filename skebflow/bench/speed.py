@@ -14,7 +14,7 @@ score-matching objectives by default (``min_singular_value="auto"``). In a defau
 its search for small singular values runs after each epoch's validation and reuses the
 factorization of the validated (EMA) weights that the validation's log-normalizer made,
 so it costs triangular solves only; it is timed that way, separately, and its share per
-step (one search per epoch of :data:`~skebflow.estimators.defaults.AUTO_BATCH_STEPS`
+step (one search per epoch of :data:`~skebflow.estimators.AUTO_BATCH_STEPS`
 steps) is added to those rows (``search_ms``), so every row is what a default fit pays
 per step in :meth:`~skebflow.training.Trainer.step`. The validation itself (the EMA
 weights' log-normalizer and log-likelihood of the held-out rows, once per epoch, for
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from skebflow.estimators.defaults import (
+from skebflow.estimators import (
     AUTO_BATCH_STEPS,
     AUTO_EMA_MAX_DECAY,
     AUTO_MIN_SINGULAR_VALUE,
     DEFAULT_LEARNING_RATES,
+    EBFlowDensity,
 )
-from skebflow.estimators.density import EBFlowDensity
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.objectives.registry import OBJECTIVE_OPTIONS, bind_objective, make_regularizers
 from skebflow.objectives.regularizers import SingularValueBarrier

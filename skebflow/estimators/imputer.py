@@ -22,8 +22,8 @@ from sklearn.impute import IterativeImputer
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.mcmc import N_STEPS
+from skebflow.estimators._density import EBFlowDensity
+from skebflow.sampling import N_STEPS
 from skebflow.utils.tensors import seed_from_random_state
 
 __all__ = ["N_ROUNDS", "EBFlowImputer"]

@@ -26,7 +26,7 @@ from torch import nn
 
 from skebflow.nn.activations import SmoothLeakyReLU
 from skebflow.nn.autoregressive import MaskedAutoregressiveSpline
-from skebflow.nn.base import Layer
+from skebflow.nn.base import HIDDEN_FEATURES, Layer
 from skebflow.nn.coupling import AffineCoupling
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.image_rows import build_conv_rows, build_glow_rows, halvings
@@ -119,7 +119,7 @@ def build_coupling(
     features: int,
     *,
     n_blocks: int = 4,
-    hidden_features: int | tuple[int, ...] = 64,
+    hidden_features: int | tuple[int, ...] = HIDDEN_FEATURES,
     activation: Callable[[], nn.Module] = nn.SiLU,
     generator: torch.Generator | None = None,
 ) -> EnergyFlow:
@@ -175,7 +175,7 @@ def build_spline(
     features: int,
     *,
     n_blocks: int = 4,
-    hidden_features: int | tuple[int, ...] = 64,
+    hidden_features: int | tuple[int, ...] = HIDDEN_FEATURES,
     n_bins: int = 8,
     bound: float = 4.0,
     activation: Callable[[], nn.Module] = nn.SiLU,
@@ -248,7 +248,7 @@ def build_autoregressive(
     features: int,
     *,
     n_blocks: int = 4,
-    hidden_features: int | tuple[int, ...] = 64,
+    hidden_features: int | tuple[int, ...] = HIDDEN_FEATURES,
     n_bins: int = 8,
     bound: float = 4.0,
     activation: Callable[[], nn.Module] = nn.SiLU,

@@ -47,7 +47,20 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConstantJacobianLayer", "Jet", "Layer", "Split", "TangentTape", "event_sum"]
+__all__ = [
+    "HIDDEN_FEATURES",
+    "ConstantJacobianLayer",
+    "Jet",
+    "Layer",
+    "Split",
+    "TangentTape",
+    "event_sum",
+]
+
+#: The default width of every conditioner's hidden layers (couplings, autoregressive
+#: splines, Glow's convolutional conditioners): the one place the builders and the
+#: estimator read it from.
+HIDDEN_FEATURES = 64
 
 #: ``(x, dx, ddx)``: the primal of shape ``(n, *event)``, tangents of shape
 #: ``(S, n, *event)``; ``ddx`` is ``None`` while it is known to be zero.

@@ -22,13 +22,18 @@ import torch
 from torch import nn
 
 from skebflow.nn.activations import SmoothLeakyReLU
-from skebflow.nn.base import Layer, Split
+from skebflow.nn.base import HIDDEN_FEATURES, Layer, Split
 from skebflow.nn.conv import Conv1x1, Conv2d
 from skebflow.nn.conv_coupling import ConvAffineCoupling
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.shapes import ActNorm2d, Squeeze
 
-__all__ = ["build_conv", "build_glow"]
+__all__ = ["CONV_BLOCKS", "GLOW_LEVELS", "build_conv", "build_glow"]
+
+#: The paper's CNN: blocks of convolutions (a squeeze between two blocks).
+CONV_BLOCKS = 3
+#: Glow's levels (one squeeze each).
+GLOW_LEVELS = 2
 
 
 def _image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -51,7 +56,7 @@ def _squeezable(shape: tuple[int, int, int], times: int, option: str) -> None:
 def build_conv(
     image_shape: Sequence[int],
     *,
-    n_blocks: int = 3,
+    n_blocks: int = CONV_BLOCKS,
     convs_per_block: int = 2,
     kernel_size: int = 7,
     alpha: float = 0.3,
@@ -116,9 +121,9 @@ def build_conv(
 def build_glow(
     image_shape: Sequence[int],
     *,
-    n_levels: int = 2,
+    n_levels: int = GLOW_LEVELS,
     steps_per_level: int = 4,
-    hidden_channels: int = 64,
+    hidden_channels: int = HIDDEN_FEATURES,
     activation: Callable[[], nn.Module] = nn.SiLU,
     generator: torch.Generator | None = None,
 ) -> EnergyFlow:

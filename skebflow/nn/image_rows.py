@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from skebflow.nn.base import Layer
+from skebflow.nn.base import HIDDEN_FEATURES, Layer
 from skebflow.nn.conv import Conv1x1
 from skebflow.nn.conv_coupling import ConvAffineCoupling
 from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.image import build_conv, build_glow
+from skebflow.nn.image import CONV_BLOCKS, GLOW_LEVELS, build_conv, build_glow
 from skebflow.nn.shapes import ActNorm2d, Reshape
 
 __all__ = ["build_conv_rows", "build_glow_rows", "halvings"]
@@ -105,7 +105,7 @@ def build_conv_rows(
     """
     shape = _rows_shape(features, image_shape)
     if n_blocks is None:
-        n_blocks = min(3, 1 + halvings(shape))
+        n_blocks = min(CONV_BLOCKS, 1 + halvings(shape))
     flow = build_conv(
         shape,
         n_blocks=n_blocks,
@@ -123,7 +123,7 @@ def build_glow_rows(
     image_shape: Sequence[int] | None = None,
     n_blocks: int | None = None,
     steps_per_level: int = 4,
-    hidden_features: int = 64,
+    hidden_features: int = HIDDEN_FEATURES,
     activation: Callable[[], nn.Module] = nn.SiLU,
     generator: torch.Generator | None = None,
 ) -> EnergyFlow:
@@ -167,7 +167,7 @@ def build_glow_rows(
     """
     shape = _rows_shape(features, image_shape)
     if n_blocks is None:
-        n_blocks = min(2, halvings(shape))
+        n_blocks = min(GLOW_LEVELS, halvings(shape))
     if n_blocks >= 1:
         flow = build_glow(
             shape,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from skebflow.exceptions import TrainingDivergedError
 from skebflow.nn.flow import EnergyFlow
 from skebflow.training.config import (
     LossFn,
@@ -41,28 +42,10 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "TrainingDivergedError",
     "make_optimizer",
     "train",
     "train_step",
 ]
-
-_REMEDIES = (
-    "Try a lower learning_rate, a smaller max_grad_norm, objective='dsm' with a larger "
-    "noise_scale, or preprocessing='standardize'."
-)
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Training met non-finite numbers it cannot step over.
-
-    ``seen`` says what happened; the message adds generic remedies, which a caller that
-    knows the configuration (the estimator) replaces by specific ones.
-    """
-
-    def __init__(self, seen: str) -> None:
-        super().__init__(f"{seen} {_REMEDIES}")
-        self.seen = seen
 
 
 class Trainer:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DTYPES",
     "as_tensor",
     "intra_op_threads",
     "make_generator",
@@ -17,6 +18,9 @@ __all__ = [
     "seed_from_random_state",
     "to_numpy",
 ]
+
+#: The training precisions by name (``training_dtype``, ``bench --dtype``).
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

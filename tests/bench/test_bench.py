@@ -16,6 +16,7 @@ from scipy import special, stats
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KernelDensity
 
+from skebflow import EBFlowDensity
 from skebflow.bench.baselines import KDE_BANDWIDTHS, QUALITY_PEERS
 from skebflow.bench.cli import main
 from skebflow.bench.inference import measure_memory
@@ -36,7 +37,6 @@ from skebflow.datasets.teachers import (
     teacher_log_density,
 )
 from skebflow.datasets.toys import make_toy
-from skebflow.estimators.density import EBFlowDensity
 
 
 def _finite(value):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
-from skebflow.estimators.defaults import DEQUANTIZED_LOGIT_EPS
+from skebflow.estimators import DEQUANTIZED_LOGIT_EPS
 from skebflow.objectives.registry import OBJECTIVE_OPTIONS, OBJECTIVE_SPECS
 from skebflow.training.trainer import TrainConfig
 

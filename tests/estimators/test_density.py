@@ -141,13 +141,21 @@ def test_same_random_state_same_numbers_and_global_rngs_untouched(gaussian_data)
     assert not np.array_equal(first.sample(10, random_state=4), samples)
 
 
-def test_not_fitted():
+@pytest.mark.parametrize("prepare", ["nothing", "fit_preprocessing"])
+def test_not_fitted(prepare):
+    """Every method of an unfitted, or only preprocessed, estimator says it is not fitted."""
     est = fast()
-    for method in (est.score_samples, est.score, est.score_gradient):
+    if prepare == "fit_preprocessing":
+        est.fit_preprocessing(np.random.default_rng(0).normal(size=(10, 2)))
+    for method in (est.score_samples, est.score, est.score_gradient, est.impute):
         with pytest.raises(NotFittedError):
             method(np.zeros((2, 2)))
     with pytest.raises(NotFittedError):
         est.sample(2)
+    with pytest.raises(NotFittedError):
+        est.sample_conditional(np.array([[0.0, np.nan]]))
+    with pytest.raises(NotFittedError):
+        est.save("never-written.skebflow")
 
 
 @pytest.mark.parametrize(
@@ -259,19 +267,19 @@ def test_warm_start_continues_optimizer_ema_and_schedule(gaussian_data, objectiv
     np.testing.assert_allclose(
         warm.score_samples(gaussian_data), long.score_samples(gaussian_data), rtol=0, atol=1e-12
     )
-    steps = [int(state["step"]) for state in warm._trainer.optimizer.state.values()]
-    assert set(steps) == {warm._trainer.n_steps} and warm._trainer.n_iter == 4
-    assert warm._trainer.ema.n_updates == warm._trainer.n_steps
+    steps = [int(state["step"]) for state in warm._run.trainer.optimizer.state.values()]
+    assert set(steps) == {warm._run.trainer.n_steps} and warm._run.trainer.n_iter == 4
+    assert warm._run.trainer.ema.n_updates == warm._run.trainer.n_steps
     # A fresh optimizer (what warm_start did before the trainer kept its state) differs.
     restart = fast(warm_start=True, max_iter=2, **options).fit(gaussian_data)
-    restart._trainer = None
+    restart._run = None
     restart.fit(gaussian_data)
     assert not np.allclose(restart.score_samples(gaussian_data), long.score_samples(gaussian_data))
 
 
 def test_cold_fit_keeps_no_trainer(gaussian_data):
     est = fast(max_iter=1).fit(gaussian_data)
-    assert est._trainer is None
+    assert est._run is None
 
 
 def test_one_feature(gaussian_data):
@@ -318,24 +326,6 @@ def test_every_objective_trains_every_architecture_in_float32(
         gaussian_data
     )
     assert est.n_skipped_steps_ == 0 and np.isfinite(est.score(gaussian_data))
-
-
-@pytest.mark.parametrize(
-    ("n_features", "architecture", "objective"),
-    [(2, "spline", "ml"), (128, "spline", "ml"), (129, "fc", "ml"), (2048, "fc", "ssm")],
-)
-def test_auto_choices_follow_the_documented_thresholds(n_features, architecture, objective):
-    assert EBFlowDensity()._resolve(n_features) == (architecture, objective)
-
-
-@pytest.mark.parametrize(
-    ("n_train", "batch_size", "ema_decay"),
-    [(100, 32, 0.9), (1300, 64, 1 - 1 / 21), (10_000, 512, 1 - 1 / 20), (1_000_000, 512, 0.999)],
-)
-def test_auto_batch_size_and_ema_follow_the_number_of_rows(n_train, batch_size, ema_decay):
-    est = EBFlowDensity()
-    assert est._resolve_batch_and_ema(n_train) == pytest.approx((batch_size, ema_decay))
-    assert (est.batch_size_, est.ema_decay_) == pytest.approx((batch_size, ema_decay))
 
 
 def test_auto_learning_rate_depends_on_the_architecture(gaussian_data):

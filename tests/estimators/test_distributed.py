@@ -16,8 +16,8 @@ from sklearn.datasets import make_moons
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.divergence import DivergenceWarning
+from skebflow import EBFlowDensity
+from skebflow.exceptions import DivergenceWarning
 
 GRID = {"objective": ["ml", "dsm"]}
 

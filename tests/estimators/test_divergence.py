@@ -9,9 +9,11 @@ import torch
 from sklearn.datasets import make_moons
 from sklearn.exceptions import ConvergenceWarning
 
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.divergence import DivergenceWarning, check_divergence, remedies
+from skebflow import EBFlowDensity
+from skebflow.estimators._divergence import remedies
+from skebflow.exceptions import DivergenceWarning
 from skebflow.nn.architectures import build_fc
+from skebflow.training._diagnostics import diagnose
 from skebflow.training.config import TrainResult
 
 
@@ -71,22 +73,20 @@ def test_remedies_never_recommend_what_is_in_use():
     assert "max_grad_norm" not in text and "preprocessing" not in text
 
 
-def test_check_divergence_sees_samples_far_outside_the_data():
+def test_diagnose_sees_samples_far_outside_the_data():
     flow = build_fc(3, n_blocks=1).double()
     with torch.no_grad():
         flow.layers[0].weight.mul_(1e-4)  # the inverse stretches base draws 10^4 times
     result = TrainResult(flow=flow, loss_curve=[1.0, 0.5], validation_scores=[-3.0, -2.0])
     y = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with pytest.warns(DivergenceWarning, match="samples reach"):
-        seen = check_divergence(
-            result,
-            initial_score=-4.0,
-            flow=flow,
-            y_train=y,
-            advice="Try something.",
-            generator=torch.Generator().manual_seed(1),
-        )
-    assert len(seen) == 1
+    seen = diagnose(
+        result,
+        initial_score=-4.0,
+        flow=flow,
+        y_train=y,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert len(seen) == 1 and seen[0].startswith("samples reach")
 
 
 def test_non_finite_training_names_this_configurations_remedies(moons):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from skebflow.estimators.density import EBFlowDensity
+from skebflow import EBFlowDensity
 
 EXTREME = np.array(
     [[1.7e308, 0.0], [-1.7e308, 1e308], [1e200, 0.0], [1e150, -1e150], [0.0, 1e-300]]

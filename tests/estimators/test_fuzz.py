@@ -60,9 +60,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 
-from skebflow.estimators.degenerate import DEGENERATE_JITTER
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.outlier import EBFlowOutlierDetector
+from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow.estimators import DEGENERATE_JITTER
 
 #: The two fast configurations every property runs on ("auto" is the spline flow here).
 PARAMS = ({}, {"architecture": "fc"})

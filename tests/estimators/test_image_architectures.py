@@ -18,7 +18,6 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skebflow
-import skebflow.estimators.defaults as auto
 from skebflow import EBFlowDensity
 from skebflow.nn.conv import Conv1x1, Conv2d
 from skebflow.nn.flow import EnergyFlow
@@ -96,22 +95,7 @@ def test_minus_one_is_inferred_and_bad_shapes_are_named(pixels):
         fast(architecture="glow").fit(pixels)
 
 
-def test_auto_choices_with_an_image_shape():
-    est = EBFlowDensity(image_shape=(1, 28, 28))
-    assert est._resolve(784) == ("conv", "ml")
-    assert EBFlowDensity(image_shape=(1, 32, 32))._resolve(1024) == ("conv", "ssm")
-    assert EBFlowDensity(image_shape=(3, 32, 32))._resolve(3072) == ("conv", "ssm")
-    assert EBFlowDensity(architecture="glow", image_shape=(1, 28, 28))._resolve(784)[1] == "ml"
-    assert auto.AUTO_IMAGE_SM_MIN_FEATURES == 1024
-    # A tabular architecture keeps the tabular rule, even with an image shape.
-    assert EBFlowDensity(architecture="fc", image_shape=(3, 32, 32))._resolve(3072)[1] == "ssm"
-
-
-def test_default_blocks_follow_what_the_image_allows():
-    assert auto.auto_image_blocks("conv", (1, 28, 28)) == 3
-    assert auto.auto_image_blocks("conv", (1, 6, 6)) == 2
-    assert auto.auto_image_blocks("glow", (1, 8, 8)) == 2
-    assert auto.auto_image_blocks("glow", (3, 5, 5)) == 0
+def test_too_many_blocks_for_the_image_is_a_value_error():
     with pytest.raises(ValueError, match="divisible by 4"):
         fast(architecture="conv", image_shape=(1, 2, 8), n_blocks=3).fit(np.ones((10, 16)))
 

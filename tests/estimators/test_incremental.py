@@ -10,7 +10,7 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import make_moons
 
-from skebflow.estimators.density import EBFlowDensity
+from skebflow import EBFlowDensity
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-import skebflow.estimators.inference as inference
+import skebflow.estimators._inference as inference
 from skebflow import EBFlowDensity
 
 ROWS = 50

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
-from skebflow.estimators.outlier import AUTO_CONTAMINATION
+from skebflow.estimators import AUTO_CONTAMINATION
 
 pytestmark = pytest.mark.usefixtures("quiet_convergence")
 

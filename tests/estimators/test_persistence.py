@@ -15,15 +15,9 @@ from sklearn.neighbors import KernelDensity
 
 import skebflow
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
-from skebflow.estimators.defaults import DEQUANTIZED_LOGIT_EPS
-from skebflow.estimators.persistence import (
-    FORMAT,
-    FORMAT_VERSION,
-    ModelVersionWarning,
-    NotAModelFileError,
-    load,
-    save,
-)
+from skebflow.estimators import DEQUANTIZED_LOGIT_EPS, load, save
+from skebflow.estimators._model_file import FORMAT, FORMAT_VERSION
+from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
 
 pytestmark = [
     pytest.mark.usefixtures("quiet_convergence"),
@@ -477,3 +471,18 @@ def test_load_onto_cuda_scores_as_on_the_cpu(fitted, model_file):
 def test_new_fitted_attributes_of_a_later_version_are_kept(model_file, tmp_path):
     path = rewrite(model_file, tmp_path / "m", lambda p: p["attributes"].update(extra_=[1, 2]))
     assert load(path).extra_ == [1, 2]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_files_written_before_the_estimators_redesign_load_and_score_the_same():
+    """Model files of skebflow 0.1.0.dev0 as it was before the estimators room was rebuilt
+    (a logit-dequantized spline flow and an outlier detector) load bit for bit."""
+    expected = np.load(DATA / "expected_0.1.0.dev0.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModelVersionWarning)  # a newer torch or skebflow
+        density = load(DATA / "density_0.1.0.dev0.skebflow")
+        detector = load(DATA / "detector_0.1.0.dev0.skebflow")
+    np.testing.assert_array_equal(density.score_samples(expected["X"]), expected["density"])
+    np.testing.assert_array_equal(detector.decision_function(expected["X"]), expected["detector"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import skebflow.estimators.defaults as defaults_module
-from skebflow.estimators.defaults import AUTO_MIN_SINGULAR_VALUE
-from skebflow.estimators.density import EBFlowDensity
+import skebflow.estimators._defaults as defaults_module
+from skebflow import EBFlowDensity
+from skebflow.estimators import AUTO_MIN_SINGULAR_VALUE
 from skebflow.nn.architectures import build_fc
 from skebflow.nn.flow import EnergyFlow
 from skebflow.nn.linear import Dense

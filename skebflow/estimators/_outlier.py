@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skebflow.estimators.density import EBFlowDensity
+from skebflow.estimators._density import EBFlowDensity
 
 __all__ = ["AUTO_CONTAMINATION", "EBFlowOutlierDetector"]
 

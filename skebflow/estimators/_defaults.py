@@ -1,7 +1,11 @@
 """The ``"auto"`` settings of the estimators: each rule and its constants, in one place.
 
-Every value comes from a measurement in ``docs/defaults.md``. The estimators read these
-at fit time (so a test or a study can change one in one place).
+Every value comes from a measurement in ``docs/defaults.md``, where the figures live. The
+estimators read these at fit time (so a test or a study can change one in one place).
+The defaults that belong to a lower layer are written there once and read from there: a
+builder's options (number of blocks, hidden features) in its signature in
+:mod:`skebflow.nn`, an objective's options in its function's signature, the training
+loop's in :class:`~skebflow.training.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -9,8 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from skebflow.nn.architectures import halvings
 
 __all__ = [
     "AUTO_BATCH_MAX",
@@ -24,8 +26,8 @@ __all__ = [
     "AUTO_MIN_SINGULAR_VALUE",
     "AUTO_SPLINE_MAX_FEATURES",
     "AUTO_SSM_MIN_FEATURES",
-    "DEFAULT_BLOCKS",
     "DEFAULT_LEARNING_RATES",
+    "DEGENERATE_JITTER",
     "DEQUANTIZED_LOGIT_EPS",
     "PLATEAU_PATIENCE_FRACTION",
     "SINGLE_THREAD_MAX_FEATURES",
@@ -33,52 +35,39 @@ __all__ = [
     "auto_architecture",
     "auto_batch_size",
     "auto_ema_decay",
-    "auto_image_blocks",
     "auto_objective",
     "logit_squeeze",
     "plateau_patience",
 ]
 
-#: Above this many features ``architecture="auto"`` picks the FC flow (see the docs).
+#: Above this many features ``architecture="auto"`` picks the FC flow.
 AUTO_SPLINE_MAX_FEATURES = 128
 #: From this many features on, ``objective="auto"`` trains by sliced score matching; below,
-#: by maximum likelihood, whose held-out likelihood was the best everywhere it was measured
-#: (up to D = 784) and whose step costs at most about 4 SSM steps below this size on a CPU
-#: (docs/defaults.md, docs/benchmarks.md).
+#: by maximum likelihood, whose held-out likelihood was the best wherever it was measured
+#: and whose step costs only a few SSM steps below this size on a CPU.
 AUTO_SSM_MIN_FEATURES = 2048
 #: ``architecture="auto"`` with ``image_shape`` given: the paper's CNN.
 AUTO_IMAGE_ARCHITECTURE = "conv"
 #: From this many features (pixels × channels) on, ``objective="auto"`` trains an image
 #: flow (``"conv"``, ``"glow"``) by :data:`AUTO_IMAGE_OBJECTIVE`; below, by maximum
-#: likelihood. Measured per step at batch 100 on the paper's CNN (docs/defaults.md):
-#: 1×28×28 (D = 784): floor 31 ms, DSM 74, FDSSM 89, ML 192; 3×32×32 (D = 3072): floor
-#: 88, DSM 235, FDSSM 295, ML 8,370. ML's excess over the floor grows as D³ (the LU of
-#: the D×D convolution operators), DSM's about linearly; interpolated, an ML step costs
-#: about 4 DSM steps at D = 1024 (2.6 at 784, 36 at 3072), the tabular rule's margin.
+#: likelihood. ML's excess cost over the floor grows as D³ (the LU of the D×D convolution
+#: operators), a score-matching step's about linearly: at this size an ML step costs about
+#: 4 score-matching steps, the tabular rule's margin.
 AUTO_IMAGE_SM_MIN_FEATURES = 1024
 #: The score-matching objective of ``objective="auto"`` on large images: SSM, whose
-#: held-out likelihood on digits as images was far better than DSM's at the default
-#: learning rate (107.1 against 148.2 nats, ML 97.1; docs/defaults.md), at 25x ML's speed
-#: at 3×32×32 (DSM 38x).
+#: held-out likelihood on digits as images was the better one at the default learning rate.
 AUTO_IMAGE_OBJECTIVE = "ssm"
 #: ``min_singular_value="auto"``: the barrier threshold of the score-matching objectives
-#: on standardized or logit-mapped data (docs/defaults.md).
+#: on standardized or logit-mapped data.
 AUTO_MIN_SINGULAR_VALUE = 0.2
 #: The logit squeeze λ of a dequantized chain (``preprocessing="logit"``,
 #: ``dequantize=True``) on the architectures of :data:`SQUEEZED_ARCHITECTURES`, as in Real
 #: NVP's pixel chain; elsewhere ``Logit``'s 1e-6. At 1e-6 the lowest cell spans 11 logit
-#: units with its density piled against its upper edge, which a smooth flow leaks across.
-#: Digits, spline flow, 1,500 training images, two seeds: held-out NLL 80.5 against 81.3
-#: nats, mass on values ≥ 1 of blank pixels 1.4–1.5 % against 2.2–2.6 %; the CNN got worse
-#: (ML 101.8 against 97.1 nats), so the image flows keep 1e-6 (docs/defaults.md).
+#: units with its density piled against its upper edge, which a smooth flow leaks across;
+#: the image flows got worse with the squeeze, so they keep 1e-6.
 DEQUANTIZED_LOGIT_EPS = 0.05
 SQUEEZED_ARCHITECTURES = ("spline",)
-#: Default number of blocks per architecture when ``n_blocks=None``.
-#: For the image flows, the most blocks: ``"conv"`` (the paper's 3 blocks, a squeeze
-#: between two) and ``"glow"`` (levels, one squeeze each) take fewer when the image
-#: allows fewer 2×2 squeezes (:func:`auto_image_blocks`).
-DEFAULT_BLOCKS = {"fc": 2, "coupling": 4, "spline": 4, "autoregressive": 4, "conv": 3, "glow": 2}
-#: ``learning_rate="auto"`` per architecture (docs/defaults.md).
+#: ``learning_rate="auto"`` per architecture.
 DEFAULT_LEARNING_RATES = {
     "fc": 1e-3,
     "coupling": 3e-3,
@@ -92,7 +81,7 @@ DEFAULT_LEARNING_RATES = {
 SINGLE_THREAD_MAX_FEATURES = 256
 #: ``batch_size="auto"``: about ``n_train / AUTO_BATCH_STEPS`` rows (so that an epoch has
 #: about this many steps), rounded to a power of two and clipped to
-#: ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]`` (docs/defaults.md).
+#: ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]``.
 AUTO_BATCH_STEPS = 20
 AUTO_BATCH_MIN = 32
 AUTO_BATCH_MAX = 512
@@ -103,6 +92,10 @@ AUTO_EMA_MAX_DECAY = 0.999
 #: ``lr_schedule="plateau"`` halves the learning rate after this fraction of
 #: ``n_iter_no_change`` epochs without improvement.
 PLATEAU_PATIENCE_FRACTION = 0.25
+#: Standard deviation of the jitter added to degenerate training data (constant or
+#: collinear columns, no more rows than columns), in the units the flow is trained in
+#: (standardized units by default); see :mod:`skebflow.preprocessing` (``find_degeneracy``).
+DEGENERATE_JITTER = 1e-3
 
 
 def auto_architecture(n_features: int, *, image: bool = False) -> str:
@@ -136,25 +129,6 @@ def auto_objective(n_features: int, *, image: bool = False) -> str:
     if image:
         return AUTO_IMAGE_OBJECTIVE if n_features >= AUTO_IMAGE_SM_MIN_FEATURES else "ml"
     return "ssm" if n_features >= AUTO_SSM_MIN_FEATURES else "ml"
-
-
-def auto_image_blocks(architecture: str, image_shape: tuple[int, int, int]) -> int:
-    """``n_blocks=None`` for an image flow: :data:`DEFAULT_BLOCKS`, or what the image allows.
-
-    ``"conv"`` squeezes between its blocks, so it takes at most one block more than the
-    2×2 squeezes the image allows; ``"glow"`` squeezes once per level, so it takes at most
-    that many levels (0: one level of flow steps without a squeeze, for an image with odd
-    ``H`` or ``W``).
-
-    Examples
-    --------
-    >>> auto_image_blocks("conv", (1, 28, 28)), auto_image_blocks("conv", (1, 1, 5))
-    (3, 1)
-    >>> auto_image_blocks("glow", (3, 32, 32)), auto_image_blocks("glow", (5, 1, 1))
-    (2, 0)
-    """
-    allowed = halvings(image_shape) + (1 if architecture == "conv" else 0)
-    return min(DEFAULT_BLOCKS[architecture], allowed)
 
 
 def logit_squeeze(architecture: str, dequantize: bool) -> float | None:

@@ -1,9 +1,8 @@
-"""Errors, plain text and estimator options of the command line (:mod:`skebflow.__main__`).
+"""Estimator options of the command line (:mod:`skebflow.cli`), one per parameter.
 
 Every constructor parameter of :class:`~skebflow.EBFlowDensity` becomes a ``fit`` option,
-with its help taken from the class docstring in plain text. Problems are raised as
-:class:`UsageError` (exit status 2) or :class:`DataError` (exit status 1), each with a
-one-line message.
+with its help taken from the class docstring in plain text; option values are read as
+``None``, booleans, numbers, strings or tuples, and validated by the estimator.
 """
 
 from __future__ import annotations
@@ -12,17 +11,13 @@ import argparse
 import inspect
 import re
 
-from skebflow.estimators.density import EBFlowDensity
+from skebflow import EBFlowDensity
 
 __all__ = [
     "ALIASES",
     "CLI_DEFAULTS",
-    "DataError",
-    "UsageError",
-    "WrongKindError",
     "add_estimator_options",
     "estimator_params",
-    "first_line",
     "first_sentence",
     "parameter_docs",
     "parse_value",
@@ -37,42 +32,6 @@ ALIASES: dict[str, tuple[str, ...]] = {"random_state": ("--seed",)}
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "cf.", "vs.")
 _DEST = "param_"
-
-
-class UsageError(Exception):
-    """A mistake in the command line itself (exit status 2)."""
-
-
-class DataError(Exception):
-    """A file that cannot be used, or data the estimator rejects (exit status 1)."""
-
-
-class WrongKindError(DataError):
-    """A file of another kind than expected: a model given as data, or data as a model."""
-
-
-def first_line(error: BaseException | str) -> str:
-    r"""Return the first non-empty line of a message (the class name when it has none).
-
-    Parameters
-    ----------
-    error : BaseException or str
-        An exception or a message.
-
-    Returns
-    -------
-    str
-        One line.
-
-    Examples
-    --------
-    >>> first_line(ValueError("Input X contains NaN.\nMore advice."))
-    'Input X contains NaN.'
-    """
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__ if isinstance(error, BaseException) else ""
-    return text.splitlines()[0].strip()
 
 
 # ----------------------------------------------------------------------- option help

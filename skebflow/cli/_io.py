@@ -1,11 +1,11 @@
-"""Files of the command line (:mod:`skebflow.__main__`): data and models.
+"""Files of the command line (:mod:`skebflow.cli`): data and models.
 
 Data files are CSV (comma-separated numbers, with or without a header row) or ``.npy``
 arrays; models are files of a fitted :class:`~skebflow.EBFlowDensity` in skebflow's model
-format (:mod:`skebflow.estimators.persistence`, which loads without running code), and
+format (:func:`skebflow.load`, which loads without running code), and
 joblib files of one are still read (with a note that such a file can run code). Problems
-are raised as :class:`~skebflow.cli_options.DataError` or
-:class:`~skebflow.cli_options.UsageError` with a one-line message.
+are raised as :class:`~skebflow.cli._messages.DataError` or
+:class:`~skebflow.cli._messages.UsageError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from skebflow.cli_options import DataError, UsageError, WrongKindError, first_line
-from skebflow.estimators import persistence
-from skebflow.estimators.density import EBFlowDensity
+from skebflow import EBFlowDensity, load
+from skebflow.cli._messages import DataError, UsageError, WrongKindError, first_line
+from skebflow.estimators import save
+from skebflow.exceptions import NotAModelFileError
 
 __all__ = [
     "Table",
@@ -273,9 +274,9 @@ def load_model(path: str) -> EBFlowDensity:
     """Load a fitted ``EBFlowDensity`` saved by ``fit``, or a joblib file of one.
 
     The file's content decides its format, not its name: skebflow's model format is read
-    first (:func:`skebflow.estimators.persistence.load`, which runs no code from the
-    file); a file that is not one but starts like a pickle is loaded with joblib, after a
-    note on stderr that such a file can run code (load only files you trust).
+    first (:func:`skebflow.load`, which runs no code from the file); a file that is not
+    one but starts like a pickle is loaded with joblib, after a note on stderr that such a
+    file can run code (load only files you trust).
 
     Parameters
     ----------
@@ -293,8 +294,8 @@ def load_model(path: str) -> EBFlowDensity:
         hint = " (perhaps data: check the order of the arguments)"
         raise WrongKindError(f"{path} is not a model file but a {kind} file{hint}")
     try:
-        model = persistence.load(path)
-    except persistence.NotAModelFileError as error:
+        model = load(path)
+    except NotAModelFileError as error:
         if kind != "joblib/pickle":
             raise WrongKindError(f"{path} is not a model file ({first_line(error)})") from error
         model = _load_joblib(path)
@@ -331,6 +332,6 @@ def save_model(model: EBFlowDensity, path: str) -> None:
         The output file (any name: the content, not the extension, tells the format).
     """
     try:
-        persistence.save(model, path)
+        save(model, path)
     except OSError as error:
         raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error

@@ -9,8 +9,9 @@ import pytest
 import torch
 from sklearn.exceptions import DataDimensionalityWarning
 
-from skebflow.estimators.degenerate import DEGENERATE_JITTER, find_degeneracy
-from skebflow.estimators.density import EBFlowDensity
+from skebflow import EBFlowDensity
+from skebflow.estimators import DEGENERATE_JITTER
+from skebflow.preprocessing._degeneracy import find_degeneracy
 
 PARAMS = {"max_iter": 40, "random_state": 0}
 

@@ -1,18 +1,21 @@
 """The record of a fitted estimator (plain data and tensors), and the estimator rebuilt from it.
 
-:func:`~skebflow.estimators.persistence.save` writes a :func:`density_record` or
-:func:`detector_record`; :func:`~skebflow.estimators.persistence.load` passes what it read to
-:func:`from_record`, which builds the flow and the preprocessing from the saved parameters
-exactly as ``fit`` does, checks them against the saved structure, names, shapes and dtypes
-(a ``ValueError`` otherwise) and copies the saved tensors in.
+A model file (:mod:`._model_file`) holds a :func:`density_record` or a
+:func:`detector_record`; :func:`from_record` builds the flow and the preprocessing from
+the saved parameters through the same builders ``fit`` uses
+(:func:`._settings.build_flow`, :func:`._settings.build_chain`), checks them against the
+saved structure, names, shapes and dtypes (a ``ValueError`` otherwise) and copies the
+saved tensors in. This module names no estimator class: the classes to build come in as
+arguments (``load`` is the one place that names them).
 
 Examples
 --------
 >>> import numpy as np
->>> from skebflow import EBFlowDensity
+>>> from skebflow import EBFlowDensity, EBFlowOutlierDetector
 >>> X = np.random.default_rng(0).normal(size=(100, 2))
 >>> est = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8, random_state=0).fit(X)
->>> again = from_record(density_record(est))
+>>> classes = {"EBFlowDensity": EBFlowDensity, "EBFlowOutlierDetector": EBFlowOutlierDetector}
+>>> again = from_record(density_record(est), classes)
 >>> bool(np.array_equal(again.score_samples(X), est.score_samples(X)))
 True
 """
@@ -25,12 +28,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
-from skebflow.estimators.density import EBFlowDensity
-from skebflow.estimators.fitting import estimator_chain
-from skebflow.estimators.outlier import EBFlowOutlierDetector
+from skebflow.estimators._settings import build_chain, build_flow, resolve_image_shape
 from skebflow.nn.architectures import ARCHITECTURES
 from skebflow.preprocessing.transforms import Chain
 
@@ -43,7 +45,7 @@ _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_")
 
 
 # ----------------------------------------------------------------------------- records
-def density_record(estimator: EBFlowDensity) -> dict:
+def density_record(estimator: BaseEstimator) -> dict:
     """Return the plain record of a fitted ``EBFlowDensity``.
 
     ``class``, ``params``, ``tuple_params``, fitted ``attributes``, ``flow`` and
@@ -80,27 +82,27 @@ def density_record(estimator: EBFlowDensity) -> dict:
     return record
 
 
-def detector_record(detector: EBFlowOutlierDetector) -> dict:
+def detector_record(detector: BaseEstimator, density_class: type) -> dict:
     """Return the plain record of a fitted ``EBFlowOutlierDetector`` of an ``EBFlowDensity``.
 
     Its own fields, its ``estimator``'s parameters (or None) and the record of its
-    ``estimator_``; a ``TypeError`` if it wraps anything but an ``EBFlowDensity``.
+    ``estimator_``; a ``TypeError`` if it wraps anything but a ``density_class``.
     """
     check_is_fitted(detector, "estimator_")
     fitted = detector.estimator_
-    if type(fitted) is not EBFlowDensity:
+    if type(fitted) is not density_class:
         raise TypeError(
             "save writes an EBFlowOutlierDetector only when it wraps an EBFlowDensity; this "
             f"one wraps a {type(fitted).__name__} (save that with joblib or pickle instead, "
             "which can run code when loaded: load such files only when you trust them)."
         )
     template = detector.estimator
-    if template is not None and type(template) is not EBFlowDensity:
+    if template is not None and type(template) is not density_class:
         raise TypeError(
             "parameter estimator of EBFlowOutlierDetector must be None or an EBFlowDensity "
             f"to be saved, got a {type(template).__name__}."
         )
-    record = {"class": "EBFlowOutlierDetector", **_encode_params(detector)}
+    record = {"class": "EBFlowOutlierDetector", **_encode_params(detector, skip="estimator")}
     record["estimator"] = None
     if template is not None:
         record["estimator"] = {"class": "EBFlowDensity", **_encode_params(template)}
@@ -139,13 +141,16 @@ def _plain(value: object, what: str) -> object:
     )
 
 
-def _encode_params(estimator: EBFlowDensity | EBFlowOutlierDetector) -> dict:
-    """Return the plain parameters and the names of those that were tuples."""
+def _encode_params(estimator: BaseEstimator, skip: str | None = None) -> dict:
+    """Return the plain parameters and the names of those that were tuples.
+
+    ``skip`` names a parameter stored as a record of its own (a detector's estimator).
+    """
     name = type(estimator).__name__
     params, tuples = {}, []
     for key, value in estimator.get_params(deep=False).items():
-        if key == "estimator" and isinstance(estimator, EBFlowOutlierDetector):
-            continue  # stored as a record of its own
+        if key == skip:
+            continue
         try:
             params[key] = _plain(value, f"parameter {key} of {name}")
         except TypeError as exc:
@@ -193,15 +198,22 @@ def _buffers(chain: Chain) -> dict[str, Tensor | None]:
     return out
 
 
-def _fresh_flow(estimator: EBFlowDensity, architecture: str, n_features: int) -> nn.Module:
+def _fresh_flow(estimator: BaseEstimator, architecture: str, n_features: int) -> nn.Module:
     """Build the untrained float64 flow exactly as ``fit`` does (its weights are replaced)."""
-    flow = estimator._build_flow(architecture, n_features, torch.Generator().manual_seed(0))
+    flow = build_flow(
+        architecture,
+        n_features,
+        n_blocks=estimator.n_blocks,
+        hidden_features=estimator.hidden_features,
+        image_shape=resolve_image_shape(estimator.image_shape, n_features),
+        generator=torch.Generator().manual_seed(0),
+    )
     return flow.to(torch.float64)
 
 
-def _fresh_chain(estimator: EBFlowDensity) -> Chain:
+def _fresh_chain(estimator: BaseEstimator) -> Chain:
     """Build the unfitted preprocessing chain exactly as ``fit`` does."""
-    return estimator_chain(
+    return build_chain(
         estimator.preprocessing, estimator.bounds, estimator.dequantize, estimator.architecture_
     )
 
@@ -211,17 +223,19 @@ def _shapes(state: Mapping[str, Tensor]) -> dict[str, tuple]:
 
 
 # ---------------------------------------------------------------------------- rebuilding
-def from_record(record: Mapping) -> EBFlowDensity | EBFlowOutlierDetector:
+def from_record(record: Mapping, classes: Mapping[str, type]) -> BaseEstimator:
     """Rebuild the fitted estimator of a record, on the CPU, checking every field.
 
-    The flow comes back in float64, frozen and in eval mode. A ``ValueError`` if the record
-    is damaged or does not match what its parameters rebuild.
+    ``classes`` maps the record's class names (``"EBFlowDensity"``,
+    ``"EBFlowOutlierDetector"``) to the classes to build. The flow comes back in float64,
+    frozen and in eval mode. A ``ValueError`` if the record is damaged or does not match
+    what its parameters rebuild.
     """
     kind = field(record, "class", str, "the file")
     if kind == "EBFlowDensity":
-        return _density_from_record(record, "the file")
+        return _density_from_record(classes["EBFlowDensity"], record, "the file")
     if kind == "EBFlowOutlierDetector":
-        return _detector_from_record(record)
+        return _detector_from_record(classes, record)
     raise ValueError(f"it holds a {kind!r}, which this skebflow cannot load.")
 
 
@@ -322,9 +336,9 @@ def _check_state(saved: Mapping, expected: Mapping[str, Tensor], architecture: s
             )
 
 
-def _density_from_record(record: Mapping, where: str) -> EBFlowDensity:
-    """Rebuild a fitted ``EBFlowDensity`` from its record."""
-    estimator = _decode_params(EBFlowDensity, record, where)
+def _density_from_record(cls: type, record: Mapping, where: str) -> BaseEstimator:
+    """Rebuild a fitted ``EBFlowDensity`` (``cls``) from its record."""
+    estimator = _decode_params(cls, record, where)
     _set_attributes(estimator, record, where)
     spec = field(record, "flow", dict, where)
     architecture = field(spec, "architecture", str, "the flow")
@@ -391,20 +405,21 @@ def _load_buffers(chain: Chain, saved: Mapping, n_features: int) -> None:
         setattr(chain.get_submodule(prefix), name, value)
 
 
-def _detector_from_record(record: Mapping) -> EBFlowOutlierDetector:
+def _detector_from_record(classes: Mapping[str, type], record: Mapping) -> BaseEstimator:
     """Rebuild a fitted ``EBFlowOutlierDetector`` from its record."""
-    detector = _decode_params(EBFlowOutlierDetector, record, "the file")
+    density = classes["EBFlowDensity"]
+    detector = _decode_params(classes["EBFlowOutlierDetector"], record, "the file")
     template = field(record, "estimator", (dict, type(None)), "the file")
     if template is not None:
         if field(template, "class", str, "the estimator parameter") != "EBFlowDensity":
             raise ValueError(
                 "the file is damaged: the estimator parameter is not an EBFlowDensity."
             )
-        detector.set_params(estimator=_decode_params(EBFlowDensity, template, "the estimator"))
+        detector.set_params(estimator=_decode_params(density, template, "the estimator"))
     _set_attributes(detector, record, "the file")
     fitted = field(record, "estimator_", dict, "the file")
     if field(fitted, "class", str, "estimator_") != "EBFlowDensity":
         raise ValueError("the file is damaged: estimator_ is not an EBFlowDensity.")
-    detector.estimator_ = _density_from_record(fitted, "estimator_")
+    detector.estimator_ = _density_from_record(density, fitted, "estimator_")
     field(vars(detector), "offset_", float, "the fitted attributes")
     return detector

@@ -6,8 +6,8 @@ without limit there, while a point a little off it scores :math:`-\infty` in the
 :func:`find_degeneracy` detects such data in the units the flow is trained in (after the
 preprocessing map): constant columns, (nearly) collinear columns, and
 ``n_samples <= n_features``. The estimator then warns, naming what it found, and trains
-on the data with Gaussian jitter of standard deviation :data:`DEGENERATE_JITTER` added
-to every training batch, in the flow's units. The density is then bounded and
+on the data with a small Gaussian jitter added to every training batch, in the flow's
+units (its standard deviation is an estimator default). The density is then bounded and
 meaningful, as a ``GaussianMixture``'s ``reg_covar`` bounds its covariances: a direction
 without spread is learned with about the jitter's width, so each degenerate direction
 adds about :math:`-\log(\sqrt{2\pi}\,\epsilon) \approx 6` nats at the data and a point
@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["DEGENERATE_JITTER", "Degeneracy", "find_degeneracy"]
+__all__ = ["Degeneracy", "find_degeneracy"]
 
-#: Standard deviation of the jitter added to degenerate training data, in the units the
-#: flow is trained in (standardized units by default).
-DEGENERATE_JITTER = 1e-3
 #: A direction whose variance is below this fraction of the mean variance is degenerate.
 COLLINEAR_RTOL = 1e-10
 #: Collinearity is sought on at most this many rows and up to this many columns (an

@@ -1,0 +1,166 @@
+"""The model file: one ``torch.save`` of a plain dict, read back without running code.
+
+A pickle (and so a joblib file) names the functions that rebuild its objects, and loading
+it calls them: a crafted file runs whatever it names. A skebflow model file is one
+:func:`torch.save` of a plain dict that holds only ``str``, ``int``, ``float``, ``bool``,
+``None``, lists, dicts and tensors: the format marker and versions (:func:`write_model`)
+around an estimator's record (:mod:`._record`). :func:`read_model` reads it with torch's
+restricted unpickler (``torch.load(..., weights_only=True)``), which refuses every other
+class or function, and checks the marker and the versions. The format, its checks and
+the compatibility policy are described in ``docs/persistence.md``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+
+import torch
+
+from skebflow._version import __version__
+from skebflow.estimators._record import field
+from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
+from skebflow.utils._stack import user_stacklevel
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_model", "write_model"]
+
+#: The format marker: the value of the key ``"format"`` of every model file.
+FORMAT = "skebflow-model"
+#: The layout version this skebflow writes (and the newest it reads).
+FORMAT_VERSION = 1
+_PICKLE_HEAD = b"\x80"  # PROTO opcode: every pickle of protocol 2 or later (joblib's too)
+_ZIP_HEAD = b"PK\x03\x04"  # torch.save's container
+
+
+def write_model(record: Mapping, path: str | os.PathLike[str]) -> None:
+    """Write an estimator's record to ``path`` as a model file.
+
+    The file is written only once the whole model is serialized.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "record.skebflow")
+    ...     write_model({"class": "Nothing"}, path)
+    ...     content = torch.load(path, weights_only=True)
+    >>> content["format"], content["format_version"], content["class"]
+    ('skebflow-model', 1, 'Nothing')
+    """
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "skebflow_version": __version__,
+        "torch_version": str(torch.__version__),
+        **record,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with open(path, "wb") as file:
+        file.write(buffer.getbuffer())
+
+
+def read_model(path: str | os.PathLike[str]) -> dict:
+    """Read a model file: the payload, its marker and versions checked.
+
+    Raises :class:`~skebflow.exceptions.NotAModelFileError` for a file that is not a
+    skebflow model file (unreadable, foreign, a pickle: refused unread) and ``ValueError``
+    for a newer format or another major version of skebflow; warns with
+    :class:`~skebflow.exceptions.ModelVersionWarning` about other versions.
+    """
+    payload = _read(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        what = "a dict" if isinstance(payload, dict) else f"a {type(payload).__name__}"
+        raise NotAModelFileError(
+            f"{os.fspath(path)} is a torch file but not a skebflow model file: it holds {what} "
+            f"without the format marker {FORMAT!r}."
+        )
+    _check_versions(payload, path)
+    return payload
+
+
+def _read(path: str | os.PathLike[str]) -> object:
+    """Read a file with torch's restricted unpickler (``NotAModelFileError`` if it refuses)."""
+    with open(path, "rb") as file, warnings.catch_warnings():
+        head = file.read(len(_ZIP_HEAD))
+        file.seek(0)
+        # Random bytes can look like a pickle of another protocol; torch warns about it.
+        warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+        try:
+            return torch.load(file, weights_only=True, map_location="cpu")
+        except Exception as exc:  # a foreign file can make torch raise anything (OSError too)
+            raise NotAModelFileError(_unreadable(path, head, exc)) from exc
+
+
+def _unreadable(path: str | os.PathLike[str], head: bytes, error: Exception) -> str:
+    """Say why torch refused the file: a pickle, foreign objects, or no torch file at all."""
+    text = str(error)
+    found = re.search(r"(Trying to load unsupported GLOBAL[^\n]*|Unsupported [^\n]*)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = found.group(1) if found else (lines[0] if lines else "the file ends too early")
+    detail = detail.strip().rstrip(".")
+    if len(detail) > 160:
+        detail = detail[:157] + "..."
+    name = os.fspath(path)
+    refused = "it was not loaded, because building the objects of a pickle can run arbitrary code"
+    if head.startswith(_PICKLE_HEAD):
+        return (
+            f"{name} is a pickle file (as joblib writes), not a skebflow model file; {refused} "
+            f"(torch's restricted unpickler stopped at: {detail})."
+        )
+    if head.startswith(_ZIP_HEAD) and isinstance(error, pickle.UnpicklingError):
+        return (
+            f"{name} is a torch file holding Python objects other than plain data and tensors, "
+            f"not a skebflow model file; {refused} (torch's restricted unpickler stopped at: "
+            f"{detail})."
+        )
+    return (
+        f"{name} is not a skebflow model file: torch cannot read it (it may be truncated or "
+        f"damaged; {type(error).__name__}: {detail})."
+    )
+
+
+def _major(version: str) -> int | None:
+    found = re.match(r"\d+", version)
+    return int(found.group()) if found else None
+
+
+def _check_versions(payload: Mapping, path: str | os.PathLike[str]) -> None:
+    """Refuse a newer format or another major skebflow version; warn about other versions."""
+    name = os.fspath(path)
+    version = field(payload, "format_version", int, "the file")
+    saved = field(payload, "skebflow_version", str, "the file")
+    running = __version__
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"it was written in model format version {version} (by skebflow {saved}), newer "
+            f"than version {FORMAT_VERSION}, the newest this skebflow {running} reads; "
+            "upgrade skebflow to load it."
+        )
+    if version < 1:
+        raise ValueError(f"the file is damaged: format version {version} does not exist.")
+    if _major(saved) != _major(running):
+        raise ValueError(
+            f"it was saved by skebflow {saved}, whose major version differs from this "
+            f"skebflow {running}; models are read only across versions of the same major "
+            f"version: load it with skebflow {saved.split('.')[0]}.x, or refit."
+        )
+    if saved != running:
+        warnings.warn(
+            f"{name} was saved by skebflow {saved}, this is skebflow {running}: the model is "
+            "rebuilt and checked, but results may differ in the last digits.",
+            ModelVersionWarning,
+            stacklevel=user_stacklevel(),
+        )
+    saved_torch = field(payload, "torch_version", str, "the file")
+    if saved_torch.split("+")[0] != torch.__version__.split("+")[0]:
+        warnings.warn(
+            f"{name} was saved with torch {saved_torch}, this is torch {torch.__version__}: the "
+            "weights load exactly, but results may differ in the last digits.",
+            ModelVersionWarning,
+            stacklevel=user_stacklevel(),
+        )

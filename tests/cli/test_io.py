@@ -1,0 +1,128 @@
+"""Files of the command line: data tables (CSV, header detection, .npy) and model files."""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import torch
+
+from skebflow import EBFlowDensity, load
+from skebflow.cli import main
+from skebflow.cli._io import read_data
+from tests.cli.helpers import FIT, assert_one_line_error, run_cli
+
+
+def test_csv_with_header_fits_through_subprocess(files):
+    result = run_cli("fit", "header.csv", "from-header.joblib", *FIT, cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert "200 rows x 2 columns (header: alcohol, malic)" in result.stderr
+    model = load(files / "from-header.joblib")
+    assert isinstance(model, EBFlowDensity) and model.n_features_in_ == 2
+
+
+def test_csv_with_and_without_header_and_npy_read_the_same_numbers(files):
+    with_header = read_data(str(files / "header.csv"))
+    without = read_data(str(files / "plain.csv"))
+    npy = read_data(str(files / "data.npy"))
+    assert with_header.columns == ["alcohol", "malic"] and without.columns is None
+    np.testing.assert_allclose(with_header.X, npy.X, rtol=1e-15)
+    np.testing.assert_array_equal(without.X, npy.X)
+    assert read_data(str(files / "plain.csv"), header=True).X.shape == (199, 2)
+
+
+def test_fit_on_csv_without_header_and_on_npy(files, capsys):
+    for name in ("plain.csv", "data.npy"):
+        model_path = files / f"from-{name}.joblib"
+        assert main(["fit", str(files / name), str(model_path), *FIT]) == 0
+        assert load(model_path).n_features_in_ == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_no_header_on_a_header_line_is_a_data_error(files, capsys):
+    argv = ["fit", str(files / "header.csv"), str(files / "x.joblib"), "--no-header"]
+    assert main(argv) == 1
+    assert_one_line_error(capsys.readouterr().err, "line 1, column 1: 'alcohol' is not a number")
+
+
+def test_nan_in_the_data_is_a_one_line_data_error(files, capsys):
+    assert main(["fit", str(files / "nan.csv"), str(files / "x.joblib")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "nan.csv, line 2, column 2 is nan")
+    assert not (files / "x.joblib").exists()
+
+
+def test_ragged_and_empty_fields_name_the_line(tmp_path, capsys):
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    (tmp_path / "gap.csv").write_text("1,2\n3,\n")
+    assert main(["fit", str(tmp_path / "ragged.csv"), str(tmp_path / "m.joblib")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "line 3 has 3 columns, line 2 has 2")
+    assert main(["fit", str(tmp_path / "gap.csv"), str(tmp_path / "m.joblib")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "line 2, column 2 is empty")
+
+
+def test_swapped_arguments_say_which_file_is_not_a_model(files):
+    result = run_cli("score", "plain.csv", "model.joblib", cwd=files)
+    assert result.returncode == 1
+    assert_one_line_error(
+        result.stderr, "plain.csv is not a model file but a text file", "score MODEL DATA"
+    )
+    assert "pop from empty list" not in result.stderr
+
+
+def test_model_given_as_data_and_foreign_joblib_files(files, capsys):
+    assert main(["fit", str(files / "model.joblib"), str(files / "x.joblib")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "not a CSV text file", "fit DATA MODEL")
+    joblib.dump([1, 2], files / "list.joblib")
+    joblib.dump(EBFlowDensity(), files / "unfitted.joblib")
+    (files / "junk.joblib").write_bytes(b"\x80\x04garbage")
+    expected = {
+        "list.joblib": "holds a list, not an EBFlowDensity",
+        "unfitted.joblib": "holds an EBFlowDensity that is not fitted",
+        "junk.joblib": "is not a joblib model file",
+    }
+    for name, message in expected.items():
+        assert main(["score", str(files / name), str(files / "plain.csv")]) == 1
+        assert_one_line_error(capsys.readouterr().err, message)
+
+
+def test_fit_writes_the_safe_model_format_whatever_the_file_name(files):
+    payload = torch.load(files / "model.joblib", weights_only=True)  # plain data and tensors
+    assert payload["format"] == "skebflow-model" and payload["class"] == "EBFlowDensity"
+
+
+def test_joblib_models_still_load_with_a_one_line_note(files, capsys):
+    model = load(files / "model.joblib")
+    joblib.dump(model, files / "old.joblib")
+    out = files / "old-scores.npy"
+    argv = ["score", str(files / "old.joblib"), str(files / "data.npy"), "--output", str(out)]
+    assert main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "old.joblib is a joblib/pickle model" in notes[0]
+    assert "can run any code" in notes[0]
+    np.testing.assert_array_equal(
+        np.load(out)[:, 0], model.score_samples(np.load(files / "data.npy"))
+    )
+    assert (
+        main(["score", str(files / "model.joblib"), str(files / "data.npy"), "--output", str(out)])
+        == 0
+    )
+    assert "note: " not in capsys.readouterr().err  # the safe format loads without a note
+
+
+def test_damaged_and_foreign_model_files_are_one_line_errors(files, capsys):
+    content = (files / "model.joblib").read_bytes()
+    (files / "half.model").write_bytes(content[: len(content) // 2])
+    payload = torch.load(files / "model.joblib", weights_only=True)
+    torch.save({**payload, "format_version": 99}, files / "future.model")
+    torch.save({"weights": torch.ones(2)}, files / "foreign.pt")
+    expected = {
+        "half.model": "half.model is not a model file (",
+        "future.model": "format version 99",
+        "foreign.pt": "without the format marker 'skebflow-model'",
+    }
+    for name, message in expected.items():
+        assert main(["score", str(files / name), str(files / "plain.csv")]) == 1
+        assert_one_line_error(capsys.readouterr().err, message)
+    assert main(["fit", str(files / "model.joblib"), str(files / "x.joblib")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "but a skebflow model file (perhaps a model")

@@ -1,0 +1,81 @@
+"""The one settings step: every "auto" parameter resolved once, purely, for a fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import skebflow.estimators._defaults as auto
+from skebflow import EBFlowDensity
+from skebflow.estimators._settings import build_flow, resolve_settings
+
+
+def _resolved(est: EBFlowDensity, n_features: int) -> tuple[str, str]:
+    settings = resolve_settings(est.get_params(), n_features)
+    return settings.architecture, settings.objective
+
+
+@pytest.mark.parametrize(
+    ("n_features", "architecture", "objective"),
+    [(2, "spline", "ml"), (128, "spline", "ml"), (129, "fc", "ml"), (2048, "fc", "ssm")],
+)
+def test_auto_choices_follow_the_documented_thresholds(n_features, architecture, objective):
+    settings = resolve_settings(EBFlowDensity().get_params(), n_features)
+    assert (settings.architecture, settings.objective) == (architecture, objective)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "ema_decay"),
+    [(100, 32, 0.9), (1300, 64, 1 - 1 / 21), (10_000, 512, 1 - 1 / 20), (1_000_000, 512, 0.999)],
+)
+def test_auto_batch_size_and_ema_follow_the_number_of_rows(n_train, batch_size, ema_decay):
+    settings = resolve_settings(EBFlowDensity().get_params(), 2)
+    assert settings.batch_and_ema(n_train) == pytest.approx((batch_size, ema_decay))
+    config = settings.train_config(n_train)
+    assert (config.batch_size, config.ema_decay) == pytest.approx((batch_size, ema_decay))
+
+
+def test_auto_choices_with_an_image_shape():
+    assert _resolved(EBFlowDensity(image_shape=(1, 28, 28)), 784) == ("conv", "ml")
+    assert _resolved(EBFlowDensity(image_shape=(1, 32, 32)), 1024) == ("conv", "ssm")
+    assert _resolved(EBFlowDensity(image_shape=(3, 32, 32)), 3072) == ("conv", "ssm")
+    glow = EBFlowDensity(architecture="glow", image_shape=(1, 28, 28))
+    assert _resolved(glow, 784)[1] == "ml"
+    assert auto.AUTO_IMAGE_SM_MIN_FEATURES == 1024
+    # A tabular architecture keeps the tabular rule, even with an image shape.
+    assert _resolved(EBFlowDensity(architecture="fc", image_shape=(3, 32, 32)), 3072)[1] == "ssm"
+
+
+def _squeezes(architecture: str, image_shape: tuple[int, int, int]) -> int:
+    flow = build_flow(
+        architecture,
+        image_shape[0] * image_shape[1] * image_shape[2],
+        n_blocks=None,
+        hidden_features=4,
+        image_shape=image_shape,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return sum(type(module).__name__ == "Squeeze" for module in flow.modules())
+
+
+def test_default_blocks_follow_what_the_image_allows():
+    # conv: 3 blocks with a squeeze between two; glow: 2 levels of one squeeze each,
+    # fewer when the image allows fewer 2x2 squeezes.
+    assert _squeezes("conv", (1, 28, 28)) == 2
+    assert _squeezes("conv", (1, 6, 6)) == 1
+    assert _squeezes("glow", (1, 8, 8)) == 2
+    assert _squeezes("glow", (3, 5, 5)) == 0
+
+
+def test_resolving_writes_nothing_on_the_estimator():
+    est = EBFlowDensity(image_shape=(1, 2, -1))
+    before = dict(vars(est))
+    settings = resolve_settings(est.get_params(), 8)
+    assert settings.image_shape == (1, 2, 4)
+    assert vars(est) == before
+
+
+def test_the_settings_are_frozen():
+    settings = resolve_settings(EBFlowDensity().get_params(), 2)
+    with pytest.raises(AttributeError):
+        settings.objective = "ssm"
