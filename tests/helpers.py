@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import ActNorm
-from skebflow.objectives import score_matching
-from skebflow.objectives.jets import energy_jet, energy_score_curvature
+from skebflow.nn._architectures import ARCHITECTURES
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import ActNorm
+from skebflow.objectives import _score_matching as score_matching
+from skebflow.objectives._jets import energy_jet, energy_score_curvature
 
 
 def perturb_(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.3) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from skebflow import EBFlowDensity
-from skebflow.bench.baselines import QUALITY_PEERS
+from skebflow.bench import QUALITY_PEERS
 from skebflow.cli._messages import info
 from skebflow.datasets import make_toy, toy_log_density
 

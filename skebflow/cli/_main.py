@@ -1,7 +1,7 @@
 """The parser of the command line and the dispatch to its commands (``main``).
 
 Every command but ``bench`` has its parser here; ``bench`` is handed to
-:mod:`skebflow.bench.cli`, which has its own. ``main`` turns every error into one line
+:mod:`skebflow.bench._cli`, which has its own. ``main`` turns every error into one line
 on stderr and an exit status (:func:`skebflow.cli._messages.exit_status`).
 """
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with short_warnings(debug):
             if command == "bench":
-                from skebflow.bench.cli import main as bench_main
+                from skebflow.bench import main as bench_main
 
                 return bench_main([arg for arg in rest if arg != "--debug"])
             args, unknown = _parser().parse_known_args(argv)

@@ -1,7 +1,7 @@
 """Data: generated 2-D toys, scikit-learn's bundled tables, and teachers with exact densities."""
 
-from skebflow.datasets.tables import TABLE_DATASETS, load_digits_integer, load_table
-from skebflow.datasets.teachers import (
+from skebflow.datasets._tables import TABLE_DATASETS, load_digits_integer, load_table
+from skebflow.datasets._teachers import (
     MixtureTeacher,
     make_mixture_teacher,
     make_teacher,
@@ -10,7 +10,7 @@ from skebflow.datasets.teachers import (
     sample_teacher,
     teacher_log_density,
 )
-from skebflow.datasets.toys import TOY_DATASETS, make_toy, toy_log_density
+from skebflow.datasets._toys import TOY_DATASETS, make_toy, toy_log_density
 
 __all__ = [
     "TABLE_DATASETS",

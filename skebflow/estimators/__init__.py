@@ -16,9 +16,9 @@ from skebflow.estimators._defaults import (
     DEQUANTIZED_LOGIT_EPS,
 )
 from skebflow.estimators._density import EBFlowDensity
+from skebflow.estimators._imputer import EBFlowImputer
 from skebflow.estimators._outlier import AUTO_CONTAMINATION, EBFlowOutlierDetector
 from skebflow.estimators._persistence import load, save
-from skebflow.estimators.imputer import EBFlowImputer
 from skebflow.sampling import ImputationReport
 
 __all__ = [

@@ -34,10 +34,9 @@ from skebflow.estimators._model_file import write_model
 from skebflow.estimators._record import density_record
 from skebflow.estimators._settings import resolve_settings
 from skebflow.estimators._training_run import TrainingOutcome, run_fit, run_partial_fit
-from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.nn.base import HIDDEN_FEATURES
-from skebflow.objectives.registry import OBJECTIVE_OPTIONS, OBJECTIVES
-from skebflow.preprocessing.transforms import PREPROCESSING
+from skebflow.nn import ARCHITECTURES, HIDDEN_FEATURES
+from skebflow.objectives import OBJECTIVE_OPTIONS, OBJECTIVES
+from skebflow.preprocessing import PREPROCESSING
 from skebflow.sampling import (
     MIN_ACCEPTANCE,
     N_CHAINS,
@@ -51,8 +50,8 @@ from skebflow.sampling import (
     conditional_fill,
     refine,
 )
-from skebflow.training.config import TrainConfig
-from skebflow.utils.tensors import DTYPES, as_tensor, make_generator, to_numpy
+from skebflow.training import TrainConfig
+from skebflow.utils import DTYPES, as_tensor, make_generator, to_numpy
 
 __all__ = ["EBFlowDensity"]
 
@@ -121,7 +120,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     min_singular_value : float, "auto" or None, default="auto"
         Score-matching objectives only: add a soft barrier that keeps the singular
         values of the dense layers above this value
-        (:class:`skebflow.objectives.regularizers.SingularValueBarrier`). Score matching
+        (:class:`skebflow.objectives._regularizers.SingularValueBarrier`). Score matching
         can otherwise drive a dense layer towards singularity, which leaks probability
         mass away from the data (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in
         preprocessed units) for the score-matching objectives when ``preprocessing`` is

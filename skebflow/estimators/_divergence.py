@@ -15,8 +15,8 @@ import warnings
 
 from skebflow.estimators._defaults import DEFAULT_LEARNING_RATES
 from skebflow.exceptions import DivergenceWarning
-from skebflow.objectives.registry import SCORE_OBJECTIVES
-from skebflow.utils._stack import user_stacklevel
+from skebflow.objectives import SCORE_OBJECTIVES
+from skebflow.utils import user_stacklevel
 
 __all__ = ["remedies", "warn_divergence"]
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from skebflow.nn.flow import EnergyFlow
-from skebflow.preprocessing.transforms import Chain
-from skebflow.utils.tensors import as_tensor, to_numpy
+from skebflow.nn import EnergyFlow
+from skebflow.preprocessing import Chain
+from skebflow.utils import as_tensor, to_numpy
 
 __all__ = ["GRADIENT_BATCH", "INFERENCE_BATCH", "FittedFlow"]
 

@@ -24,7 +24,7 @@ import torch
 from skebflow._version import __version__
 from skebflow.estimators._record import field
 from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
-from skebflow.utils._stack import user_stacklevel
+from skebflow.utils import user_stacklevel
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "read_model", "write_model"]
 

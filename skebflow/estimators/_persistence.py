@@ -34,7 +34,7 @@ from skebflow.estimators._model_file import read_model, write_model
 from skebflow.estimators._outlier import EBFlowOutlierDetector
 from skebflow.estimators._record import density_record, detector_record, from_record
 from skebflow.exceptions import NotAModelFileError
-from skebflow.utils.tensors import resolve_device
+from skebflow.utils import resolve_device
 
 __all__ = ["load", "save"]
 

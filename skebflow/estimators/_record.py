@@ -33,8 +33,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
 from skebflow.estimators._settings import build_chain, build_flow, resolve_image_shape
-from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.preprocessing.transforms import Chain
+from skebflow.nn import ARCHITECTURES
+from skebflow.preprocessing import Chain
 
 __all__ = ["density_record", "detector_record", "field", "from_record"]
 

@@ -20,12 +20,11 @@ import torch
 
 import skebflow.estimators._defaults as auto
 from skebflow.estimators._divergence import remedies
-from skebflow.nn.architectures import ARCHITECTURES, IMAGE_ARCHITECTURES
-from skebflow.nn.flow import EnergyFlow
-from skebflow.objectives.registry import barrier_applies, bind_objective, make_regularizers
-from skebflow.preprocessing.transforms import Chain, make_preprocessing
-from skebflow.training.config import LossFn, Regularizer, TrainConfig
-from skebflow.utils.tensors import DTYPES, resolve_device, seed_from_random_state
+from skebflow.nn import ARCHITECTURES, IMAGE_ARCHITECTURES, EnergyFlow
+from skebflow.objectives import barrier_applies, bind_objective, make_regularizers
+from skebflow.preprocessing import Chain, make_preprocessing
+from skebflow.training import LossFn, Regularizer, TrainConfig
+from skebflow.utils import DTYPES, resolve_device, seed_from_random_state
 
 __all__ = [
     "FitSettings",

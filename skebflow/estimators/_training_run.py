@@ -35,15 +35,10 @@ from skebflow.estimators._defaults import DEGENERATE_JITTER
 from skebflow.estimators._divergence import warn_divergence
 from skebflow.estimators._settings import FitSettings
 from skebflow.exceptions import TrainingDivergedError
-from skebflow.nn.flow import EnergyFlow
-from skebflow.preprocessing._degeneracy import find_degeneracy
-from skebflow.preprocessing.inside import with_preprocessing, without_preprocessing
-from skebflow.preprocessing.transforms import Chain
-from skebflow.training._diagnostics import diagnose
-from skebflow.training.config import PrepareFn, ScoreFn, TrainResult
-from skebflow.training.trainer import Trainer
-from skebflow.utils._stack import user_stacklevel
-from skebflow.utils.tensors import as_tensor, intra_op_threads
+from skebflow.nn import EnergyFlow
+from skebflow.preprocessing import Chain, find_degeneracy, with_preprocessing, without_preprocessing
+from skebflow.training import PrepareFn, ScoreFn, Trainer, TrainResult, diagnose
+from skebflow.utils import as_tensor, intra_op_threads, user_stacklevel
 
 __all__ = ["TrainingOutcome", "TrainingRun", "run_fit", "run_partial_fit", "validation_split"]
 

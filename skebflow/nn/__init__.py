@@ -1,26 +1,36 @@
 """The flows (torch only): the layer contract, the layers, the energy flow, its builders.
 
-:mod:`~skebflow.nn.base` defines the contract every layer follows; constant-Jacobian layers
-(:mod:`~skebflow.nn.linear`) enter the log-normalizer, the others
-(:mod:`~skebflow.nn.activations`, :mod:`~skebflow.nn.coupling`, :mod:`~skebflow.nn.splines`,
-:mod:`~skebflow.nn.autoregressive`) the energy of an :class:`~skebflow.nn.flow.EnergyFlow`;
-:mod:`~skebflow.nn.architectures` builds the named flows.
+:mod:`~skebflow.nn._base` defines the contract every layer follows; constant-Jacobian layers
+(:mod:`~skebflow.nn._linear`) enter the log-normalizer, the others
+(:mod:`~skebflow.nn._activations`, :mod:`~skebflow.nn._coupling`, :mod:`~skebflow.nn._splines`,
+:mod:`~skebflow.nn._autoregressive`) the energy of an :class:`~skebflow.nn._flow.EnergyFlow`;
+:mod:`~skebflow.nn._architectures` builds the named flows.
 """
 
-from skebflow.nn.activations import SmoothLeakyReLU
-from skebflow.nn.architectures import (
+from skebflow.nn._activations import SmoothLeakyReLU
+from skebflow.nn._architectures import (
     ARCHITECTURES,
+    IMAGE_ARCHITECTURES,
     build_autoregressive,
     build_coupling,
     build_fc,
     build_spline,
 )
-from skebflow.nn.autoregressive import MaskedAutoregressiveSpline, MaskedLinear
-from skebflow.nn.base import ConstantJacobianLayer, Layer
-from skebflow.nn.coupling import AffineCoupling, smooth_mlp
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import ActNorm, Dense, Permutation
-from skebflow.nn.splines import (
+from skebflow.nn._autoregressive import MaskedAutoregressiveSpline, MaskedLinear
+from skebflow.nn._base import (
+    HIDDEN_FEATURES,
+    ConstantJacobianLayer,
+    Jet,
+    Layer,
+    Split,
+    TangentTape,
+    event_sum,
+)
+from skebflow.nn._conv import Conv1x1, Conv2d
+from skebflow.nn._coupling import AffineCoupling, smooth_mlp
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import ActNorm, Dense, Permutation
+from skebflow.nn._splines import (
     RationalQuadraticCoupling,
     check_spline_options,
     rq_spline,
@@ -29,22 +39,30 @@ from skebflow.nn.splines import (
 
 __all__ = [
     "ARCHITECTURES",
+    "HIDDEN_FEATURES",
+    "IMAGE_ARCHITECTURES",
     "ActNorm",
     "AffineCoupling",
     "ConstantJacobianLayer",
+    "Conv1x1",
+    "Conv2d",
     "Dense",
     "EnergyFlow",
+    "Jet",
     "Layer",
     "MaskedAutoregressiveSpline",
     "MaskedLinear",
     "Permutation",
     "RationalQuadraticCoupling",
     "SmoothLeakyReLU",
+    "Split",
+    "TangentTape",
     "build_autoregressive",
     "build_coupling",
     "build_fc",
     "build_spline",
     "check_spline_options",
+    "event_sum",
     "rq_spline",
     "rq_spline_inverse",
     "smooth_mlp",

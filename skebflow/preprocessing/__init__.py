@@ -1,11 +1,13 @@
 """Invertible preprocessing of the data (torch only) and its optional place inside the flow."""
 
-from skebflow.preprocessing.inside import (
+from skebflow.preprocessing._degeneracy import find_degeneracy
+from skebflow.preprocessing._inside import (
     PreprocessingLayer,
     with_preprocessing,
     without_preprocessing,
 )
-from skebflow.preprocessing.transforms import (
+from skebflow.preprocessing._transforms import (
+    PREPROCESSING,
     Chain,
     Dequantize,
     Logit,
@@ -15,12 +17,14 @@ from skebflow.preprocessing.transforms import (
 )
 
 __all__ = [
+    "PREPROCESSING",
     "Chain",
     "Dequantize",
     "Logit",
     "PreprocessingLayer",
     "Standardize",
     "Transform",
+    "find_degeneracy",
     "make_preprocessing",
     "with_preprocessing",
     "without_preprocessing",

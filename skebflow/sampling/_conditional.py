@@ -9,8 +9,8 @@ bounds the preconditioners' memory); a row with nothing observed gets exact join
 of the flow instead of chains.
 
 The functions take the torch objects themselves: ``flow``, an
-:class:`~skebflow.nn.flow.EnergyFlow` (``energy`` and ``sample``), and ``chain``, the
-fitted :class:`~skebflow.preprocessing.transforms.Chain` of its preprocessing
+:class:`~skebflow.nn._flow.EnergyFlow` (``energy`` and ``sample``), and ``chain``, the
+fitted :class:`~skebflow.preprocessing._transforms.Chain` of its preprocessing
 (``forward``, ``inverse``, ``check``). The kernel is in :mod:`skebflow.sampling._mcmc`;
 the measurements behind its defaults are in ``docs/imputation.md``.
 
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from skebflow.nn.flow import EnergyFlow
-from skebflow.preprocessing.transforms import Chain
+from skebflow.nn import EnergyFlow
+from skebflow.preprocessing import Chain
 from skebflow.sampling._mcmc import (
     MAX_PRECONDITIONER_ENTRIES,
     N_CHAINS,
@@ -42,7 +42,7 @@ from skebflow.sampling._mcmc import (
     ChainRun,
     run_chains,
 )
-from skebflow.utils.tensors import to_numpy
+from skebflow.utils import to_numpy
 
 __all__ = [
     "MIN_ACCEPTANCE",
@@ -256,7 +256,7 @@ def conditional_fill(
     A Gaussian with correlation 0.8, as a one-layer flow; the conditional mean of the
     second entry given the first is ``0.8 x1``:
 
-    >>> from skebflow.nn.linear import Dense
+    >>> from skebflow.nn._linear import Dense
     >>> cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
     >>> flow = EnergyFlow([Dense(2)], features=2).double().requires_grad_(False)
     >>> _ = flow.layers[0].weight.copy_(torch.linalg.inv(torch.linalg.cholesky(cov)))
@@ -345,7 +345,7 @@ def conditional_draws(
 
     Examples
     --------
-    >>> from skebflow.nn.linear import Dense
+    >>> from skebflow.nn._linear import Dense
     >>> flow = EnergyFlow([Dense(2)], features=2).double().requires_grad_(False)
     >>> x = torch.tensor([[0.5, float("nan")]], dtype=torch.float64)
     >>> gen = torch.Generator().manual_seed(0)
@@ -396,7 +396,7 @@ def refine(
 
     Examples
     --------
-    >>> from skebflow.nn.linear import Dense
+    >>> from skebflow.nn._linear import Dense
     >>> flow = EnergyFlow([Dense(2)], features=2).double().requires_grad_(False)
     >>> x = flow.sample(100, generator=torch.Generator().manual_seed(0))
     >>> refined = refine(flow, Chain(), x, generator=torch.Generator().manual_seed(1))

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from skebflow.nn.flow import EnergyFlow
-from skebflow.training.config import TrainResult
+from skebflow.nn import EnergyFlow
+from skebflow.training._config import TrainResult
 
 __all__ = ["LOSS_GROWTH", "N_CHECK_SAMPLES", "SAMPLE_RANGE_FACTOR", "diagnose"]
 
@@ -61,7 +61,7 @@ def diagnose(
 
     Examples
     --------
-    >>> from skebflow.nn.architectures import build_fc
+    >>> from skebflow.nn._architectures import build_fc
     >>> flow = build_fc(2).double()
     >>> y = torch.randn(100, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     >>> healthy = TrainResult(flow=flow, loss_curve=[2.0, 1.5, 1.4])

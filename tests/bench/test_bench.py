@@ -17,18 +17,18 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KernelDensity
 
 from skebflow import EBFlowDensity
-from skebflow.bench.baselines import KDE_BANDWIDTHS, QUALITY_PEERS
-from skebflow.bench.cli import main
-from skebflow.bench.inference import measure_memory
-from skebflow.bench.nll import NLL_OBJECTIVES
-from skebflow.bench.peers import PeerUnavailableError, fit_nsf, kde_cv_log_likelihoods
-from skebflow.bench.quality import DEFAULT_MODELS, run_quality
-from skebflow.bench.quality_report import quality_markdown
-from skebflow.bench.quality_report import summarize as summarize_quality
-from skebflow.bench.speed import IMAGE_SPEED_OBJECTIVES, SPEED_OBJECTIVES, run_speed
-from skebflow.bench.tasks import make_quality_sets
-from skebflow.bench.truth import TRUTH_OBJECTIVES, run_truth
-from skebflow.datasets.teachers import (
+from skebflow.bench._baselines import KDE_BANDWIDTHS, QUALITY_PEERS
+from skebflow.bench._cli import main
+from skebflow.bench._inference import measure_memory
+from skebflow.bench._nll import NLL_OBJECTIVES
+from skebflow.bench._peers import PeerUnavailableError, fit_nsf, kde_cv_log_likelihoods
+from skebflow.bench._quality import DEFAULT_MODELS, run_quality
+from skebflow.bench._quality_report import quality_markdown
+from skebflow.bench._quality_report import summarize as summarize_quality
+from skebflow.bench._speed import IMAGE_SPEED_OBJECTIVES, SPEED_OBJECTIVES, run_speed
+from skebflow.bench._tasks import make_quality_sets
+from skebflow.bench._truth import TRUTH_OBJECTIVES, run_truth
+from skebflow.datasets._teachers import (
     make_mixture_teacher,
     make_teacher,
     mixture_teacher_log_density,
@@ -36,7 +36,7 @@ from skebflow.datasets.teachers import (
     sample_teacher,
     teacher_log_density,
 )
-from skebflow.datasets.toys import make_toy
+from skebflow.datasets._toys import make_toy
 
 
 def _finite(value):
@@ -217,7 +217,7 @@ def test_bench_rejects_unknown_subcommand():
         main(["nothing"])
 
 
-# The teacher data of the NLL benchmark (skebflow.datasets.teachers.make_teacher and friends).
+# The teacher data of the NLL benchmark (skebflow.datasets._teachers.make_teacher and friends).
 def test_teacher_is_deterministic_and_leaves_global_rng_alone():
     state = np.random.get_state()  # noqa: NPY002 (checking that it is left alone)
     a = sample_teacher(make_teacher(3, random_state=0), 20, random_state=1)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from skebflow.datasets.tables import TABLE_DATASETS, load_digits_integer, load_table
-from skebflow.datasets.toys import (
+from skebflow.datasets._tables import TABLE_DATASETS, load_digits_integer, load_table
+from skebflow.datasets._toys import (
     TOY_DATASETS,
     make_toy,
     toy_log_density,

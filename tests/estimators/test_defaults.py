@@ -12,8 +12,8 @@ import pytest
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.estimators import DEQUANTIZED_LOGIT_EPS
-from skebflow.objectives.registry import OBJECTIVE_OPTIONS, OBJECTIVE_SPECS
-from skebflow.training.trainer import TrainConfig
+from skebflow.objectives._registry import OBJECTIVE_OPTIONS, OBJECTIVE_SPECS
+from skebflow.training._trainer import TrainConfig
 
 
 def _documented_defaults(cls: type) -> dict[str, str]:

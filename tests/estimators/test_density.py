@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity
-from skebflow.datasets.toys import make_toy
+from skebflow.datasets._toys import make_toy
 
 pytestmark = pytest.mark.usefixtures("quiet_convergence")
 

@@ -12,9 +12,9 @@ from sklearn.exceptions import ConvergenceWarning
 from skebflow import EBFlowDensity
 from skebflow.estimators._divergence import remedies
 from skebflow.exceptions import DivergenceWarning
-from skebflow.nn.architectures import build_fc
+from skebflow.nn._architectures import build_fc
+from skebflow.training._config import TrainResult
 from skebflow.training._diagnostics import diagnose
-from skebflow.training.config import TrainResult
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skebflow
 from skebflow import EBFlowDensity
-from skebflow.nn.conv import Conv1x1, Conv2d
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.image_rows import build_conv_rows, build_glow_rows
-from skebflow.nn.shapes import Reshape
-from skebflow.objectives import score_matching
-from skebflow.objectives.jets import energy_jet, energy_score_curvature, supports_jet
-from skebflow.objectives.regularizers import SingularValueBarrier
+from skebflow.nn._conv import Conv1x1, Conv2d
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._image_rows import build_conv_rows, build_glow_rows
+from skebflow.nn._shapes import Reshape
+from skebflow.objectives import _score_matching as score_matching
+from skebflow.objectives._jets import energy_jet, energy_score_curvature, supports_jet
+from skebflow.objectives._regularizers import SingularValueBarrier
 from tests.helpers import perturb_
 
 pytestmark = pytest.mark.usefixtures("quiet_convergence")

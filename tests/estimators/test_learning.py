@@ -9,8 +9,8 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from skebflow import EBFlowDensity
-from skebflow.bench.baselines import QUALITY_PEERS
-from skebflow.datasets.toys import make_toy, toy_log_density
+from skebflow.bench._baselines import QUALITY_PEERS
+from skebflow.datasets._toys import make_toy, toy_log_density
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_score_matching_learns_a_smooth_density(objective):
 
 def test_default_flow_beats_the_peers_of_bench_quality_on_pinwheel():
     """The win ``bench quality`` measures on pinwheel (3 of 3 seeds), pinned on seed 0."""
-    from skebflow.bench.tasks import make_quality_sets
+    from skebflow.bench._tasks import make_quality_sets
 
     (pinwheel,) = make_quality_sets(("pinwheel",), n_train=5000)
     train, test, truth = pinwheel.draw(0)

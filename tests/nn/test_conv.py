@@ -1,4 +1,4 @@
-"""The image layers of skebflow.nn.conv: exact operators, determinants, inverses, caches.
+"""The image layers of skebflow.nn._conv: exact operators, determinants, inverses, caches.
 
 Every determinant is checked against ``slogdet`` of an operator built independently (by
 applying the layer to the identity basis), and every score path of a flow made of these
@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from skebflow import objectives
-from skebflow.nn.activations import SmoothLeakyReLU
-from skebflow.nn.base import Split
-from skebflow.nn.conv import Conv1x1, Conv2d, conv_operator
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.shapes import ActNorm2d, Squeeze
-from skebflow.objectives.jets import supports_jet
+from skebflow.nn._activations import SmoothLeakyReLU
+from skebflow.nn._base import Split
+from skebflow.nn._conv import Conv1x1, Conv2d, conv_operator
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._shapes import ActNorm2d, Squeeze
+from skebflow.objectives._jets import supports_jet
 from tests.helpers import (
     assert_change_of_variables,
     assert_fast_paths_match_autograd,

@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from skebflow import objectives
-from skebflow.nn.activations import SmoothLeakyReLU
-from skebflow.nn.base import ConstantJacobianLayer, Split
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import Dense
-from skebflow.objectives.jets import supports_jet
+from skebflow.nn._activations import SmoothLeakyReLU
+from skebflow.nn._base import ConstantJacobianLayer, Split
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import Dense
+from skebflow.objectives._jets import supports_jet
 from tests.helpers import assert_fast_paths_match_autograd, assert_jets_match_autograd, perturb_
 
 DTYPE = torch.float64

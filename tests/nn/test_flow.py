@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skebflow.nn.architectures import ARCHITECTURES, build_coupling, build_fc
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import Dense
+from skebflow.nn._architectures import ARCHITECTURES, build_coupling, build_fc
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import Dense
 from tests.helpers import random_flow
 
 ARCH_OPTIONS = {
@@ -159,7 +159,7 @@ DETERMINANT_ROUTINES = [
 @pytest.mark.parametrize("key", ARCH_OPTIONS)
 @pytest.mark.parametrize("objective", ["sm", "ssm", "dsm", "fdssm"])
 def test_energy_and_score_objectives_never_compute_a_determinant(monkeypatch, key, objective):
-    from skebflow.objectives.registry import OBJECTIVES
+    from skebflow.objectives._registry import OBJECTIVES
 
     flow = flow_for(key, 3)
     y = torch.randn(8, 3, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""The image flows of skebflow.nn.image: the paper's CNN (``build_conv``) and a Glow.
+"""The image flows of skebflow.nn._image: the paper's CNN (``build_conv``) and a Glow.
 
 Checks that they are normalized densities (the change-of-variables formula through the
 multi-scale split, and an importance-sampling integral on a 1×2×2 image), that they invert
@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from skebflow.nn.conv import Conv1x1, Conv2d
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.image import build_conv, build_glow
-from skebflow.objectives.jets import supports_jet
-from skebflow.objectives.registry import SCORE_OBJECTIVES, bind_objective
+from skebflow.nn._conv import Conv1x1, Conv2d
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._image import build_conv, build_glow
+from skebflow.objectives._jets import supports_jet
+from skebflow.objectives._registry import SCORE_OBJECTIVES, bind_objective
 from tests.helpers import assert_change_of_variables, perturb_
 
 DTYPE = torch.float64

@@ -7,12 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skebflow.nn.activations import SmoothLeakyReLU
-from skebflow.nn.autoregressive import MaskedAutoregressiveSpline
-from skebflow.nn.base import Layer
-from skebflow.nn.coupling import AffineCoupling
-from skebflow.nn.linear import ActNorm, Dense, Permutation
-from skebflow.nn.splines import RationalQuadraticCoupling
+from skebflow.nn._activations import SmoothLeakyReLU
+from skebflow.nn._autoregressive import MaskedAutoregressiveSpline
+from skebflow.nn._base import Layer
+from skebflow.nn._coupling import AffineCoupling
+from skebflow.nn._linear import ActNorm, Dense, Permutation
+from skebflow.nn._splines import RationalQuadraticCoupling
 from tests.helpers import perturb_
 
 LAYERS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skebflow.nn.architectures import build_spline
-from skebflow.nn.splines import RationalQuadraticCoupling, _knots, rq_spline, rq_spline_inverse
-from skebflow.objectives.registry import OBJECTIVES
+from skebflow.nn._architectures import build_spline
+from skebflow.nn._splines import RationalQuadraticCoupling, _knots, rq_spline, rq_spline_inverse
+from skebflow.objectives._registry import OBJECTIVES
 from tests.helpers import perturb_, random_flow
 
 
@@ -102,7 +102,7 @@ def test_spline_flow_parameters_get_finite_score_matching_gradients():
 
 
 def test_autoregressive_spline_has_a_lower_triangular_jacobian():
-    from skebflow.nn.autoregressive import MaskedAutoregressiveSpline
+    from skebflow.nn._autoregressive import MaskedAutoregressiveSpline
 
     layer = MaskedAutoregressiveSpline(4, hidden_features=(16, 16), bound=3.0).double()
     perturb_(layer, torch.Generator().manual_seed(0), scale=0.5)

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from skebflow import objectives
-from skebflow.nn.activations import SmoothLeakyReLU
-from skebflow.nn.architectures import build_coupling
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import ActNorm, Dense, Permutation
-from skebflow.objectives import score_matching
-from skebflow.objectives.jets import energy_jet, energy_score_curvature, supports_jet
+from skebflow.nn._activations import SmoothLeakyReLU
+from skebflow.nn._architectures import build_coupling
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import ActNorm, Dense, Permutation
+from skebflow.objectives import _score_matching as score_matching
+from skebflow.objectives._jets import energy_jet, energy_score_curvature, supports_jet
 from tests.helpers import perturb_, random_flow
 
 
@@ -134,7 +134,7 @@ def _seeded(seed: int) -> torch.Generator:
 
 @pytest.mark.parametrize("name", PATHS)
 def test_jet_paths_equal_the_autograd_paths(monkeypatch, name):
-    # Same loss and same parameter gradients with and without the jets (skebflow.objectives.jets).
+    # Same loss and same parameter gradients with and without the jets (skebflow.objectives._jets).
     n_blocks, loss_fn = PATHS[name]
     flow = random_flow("fc", 5, seed=4, n_blocks=n_blocks)
     y = torch.randn(7, 5, generator=_seeded(3), dtype=torch.float64)

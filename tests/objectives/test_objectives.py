@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from skebflow.objectives.likelihood import EnergyModel, mean_energy, ml, sml
-from skebflow.objectives.registry import OBJECTIVES
-from skebflow.objectives.score_matching import SM_MAX_FEATURES, dsm, fdssm, sm, ssm
+from skebflow.objectives._likelihood import EnergyModel, mean_energy, ml, sml
+from skebflow.objectives._registry import OBJECTIVES
+from skebflow.objectives._score_matching import SM_MAX_FEATURES, dsm, fdssm, sm, ssm
 
 DTYPE = torch.float64
 RANDOM_OBJECTIVES = ["sml", "ssm", "dsm", "fdssm"]

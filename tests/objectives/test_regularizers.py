@@ -13,12 +13,12 @@ import torch
 import skebflow.estimators._defaults as defaults_module
 from skebflow import EBFlowDensity
 from skebflow.estimators import AUTO_MIN_SINGULAR_VALUE
-from skebflow.nn.architectures import build_fc
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import Dense
-from skebflow.objectives.registry import SCORE_OBJECTIVES, bind_objective, make_regularizers
-from skebflow.objectives.regularizers import SingularValueBarrier
-from skebflow.training.trainer import make_optimizer, train_step
+from skebflow.nn._architectures import build_fc
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import Dense
+from skebflow.objectives._registry import SCORE_OBJECTIVES, bind_objective, make_regularizers
+from skebflow.objectives._regularizers import SingularValueBarrier
+from skebflow.training._trainer import make_optimizer, train_step
 
 
 def _matrix(singular_values: list[float], seed: int = 0) -> torch.Tensor:

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from skebflow import EBFlowDensity
-from skebflow.objectives.score_matching import sm
-from skebflow.preprocessing.inside import (
+from skebflow.objectives._score_matching import sm
+from skebflow.preprocessing._inside import (
     PreprocessingLayer,
     with_preprocessing,
     without_preprocessing,
 )
-from skebflow.preprocessing.transforms import make_preprocessing
+from skebflow.preprocessing._transforms import make_preprocessing
 from tests.helpers import random_flow
 
 

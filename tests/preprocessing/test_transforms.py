@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skebflow.preprocessing.transforms import (
+from skebflow.preprocessing._transforms import (
     Chain,
     Dequantize,
     Logit,

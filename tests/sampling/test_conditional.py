@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import skebflow.sampling._conditional as conditional
-from skebflow.nn.flow import EnergyFlow
-from skebflow.nn.linear import Dense
-from skebflow.preprocessing.logit import Logit
-from skebflow.preprocessing.transforms import Chain, Standardize
+from skebflow.nn._flow import EnergyFlow
+from skebflow.nn._linear import Dense
+from skebflow.preprocessing._logit import Logit
+from skebflow.preprocessing._transforms import Chain, Standardize
 from skebflow.sampling import (
     MIN_ACCEPTANCE,
     RHAT_THRESHOLD,

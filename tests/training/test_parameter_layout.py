@@ -12,9 +12,9 @@ import itertools
 import pytest
 import torch
 
-from skebflow.nn.architectures import ARCHITECTURES
-from skebflow.objectives.registry import bind_objective
-from skebflow.training.trainer import TrainConfig, make_optimizer, train, train_step
+from skebflow.nn._architectures import ARCHITECTURES
+from skebflow.objectives._registry import bind_objective
+from skebflow.training._trainer import TrainConfig, make_optimizer, train, train_step
 
 
 def _transposed_parameter(seed: int) -> torch.nn.Parameter:

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.optim.optimizer as torch_optimizer
 
-from skebflow.nn.architectures import build_coupling, build_fc
-from skebflow.objectives.registry import OBJECTIVES
-from skebflow.training.ema import EMA
-from skebflow.training.trainer import TrainConfig, train
+from skebflow.nn._architectures import build_coupling, build_fc
+from skebflow.objectives._registry import OBJECTIVES
+from skebflow.training._ema import EMA
+from skebflow.training._trainer import TrainConfig, train
 
 DTYPE = torch.float64
 

@@ -1,0 +1,425 @@
+"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality} [options]``.
+
+``speed``
+    Time per training step of every objective on the paper's FC flow (batch 100) at
+    several dimensions, as ratios to maximum likelihood and to the floor (a step whose
+    loss is the mean energy); see :mod:`skebflow.bench._speed`.
+``nll``
+    Held-out NLL of every objective against ML, KernelDensity and GaussianMixture on
+    known-density teacher data, the 2-D toys and the 8×8 digits; see
+    :mod:`skebflow.bench._nll`.
+``truth``
+    Each objective minimized from a teacher's exact parameters on a finite sample: where
+    the objective's own optimum lies; see :mod:`skebflow.bench._truth`.
+``inference``
+    Rows per second of ``score_samples``, ``score_gradient`` and ``sample`` against
+    GaussianMixture and KernelDensity on the same rows, and the peak memory of each
+    method on 1,000,000 × 64 rows in a fresh process; see :mod:`skebflow.bench._inference`.
+``quality``
+    Held-out log-likelihood of the default ``EBFlowDensity`` (and, with ``--models``, of
+    the score-matching objectives) against KernelDensity, a BIC-selected GaussianMixture
+    and a zuko neural spline flow on 2-D toys, scikit-learn tables and Gaussian-mixture
+    teachers; see :mod:`skebflow.bench._quality`.
+
+Each writes ``<name>.json`` (machine, command, configuration, every measurement),
+``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
+into ``--output``. ``--quick`` runs a smoke test in seconds.
+
+Examples
+--------
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     main(["speed", "--quick", "--no-plot", "--output", folder, "--log", "quiet"])
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+from threadpoolctl import threadpool_limits
+
+from skebflow.bench._baselines import BASELINES, BIC_COMPONENTS, KDE_BANDWIDTHS, QUALITY_PEERS
+from skebflow.bench._inference import (
+    INFERENCE_FEATURES,
+    MEMORY_METHODS,
+    inference_markdown,
+    measure_memory,
+    run_inference,
+)
+from skebflow.bench._nll import NLL_GROUPS, NLL_OBJECTIVES, nll_markdown, run_nll, summarize
+from skebflow.bench._peers import NSF_CONFIG
+from skebflow.bench._quality import (
+    DEFAULT_MODELS,
+    EBFLOW_MODELS,
+    IMAGE_MODELS,
+    POLISH_FRACTION,
+    run_quality,
+)
+from skebflow.bench._quality_report import quality_markdown
+from skebflow.bench._quality_report import summarize as summarize_quality
+from skebflow.bench._speed import SPEED_OBJECTIVES, run_speed
+from skebflow.bench._speed_report import plot_speed, speed_markdown
+from skebflow.bench._tasks import QUALITY_GROUPS, make_quality_sets, make_tasks
+from skebflow.bench._truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
+from skebflow.utils import DTYPES, resolve_device
+
+__all__ = ["main"]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _machine(device: torch.device) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if "model name" in line]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "device": str(device),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Limit torch's and the BLAS libraries' (numpy, scikit-learn) CPU threads to ``n``."""
+    previous = torch.get_num_threads()
+    if n is None:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _write(folder: Path, name: str, payload: dict, markdown: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    payload["machine"]["load_average_end"] = (
+        list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    )
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+
+
+def _image_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"an image shape is CxHxW, e.g. 1x28x28; got {text!r}")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+# ------------------------------------------------------------------------ subcommands
+def _speed(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    device = resolve_device(args.device)
+    features = [8, 32] if args.quick else args.features
+    repeats, steps, warmup = (1, 1, 1) if args.quick else (args.repeats, args.steps, args.warmup)
+    with _threads(args.threads):
+        machine = _machine(device)
+        records = run_speed(
+            features,
+            objectives=tuple(args.objectives),
+            repeats=repeats,
+            steps_per_round=steps,
+            warmup=warmup,
+            device=device,
+            dtype=DTYPES[args.dtype],
+            log=log,
+            image_shapes=tuple(args.images),
+        )
+    config = {"features": features, "repeats": repeats, "steps_per_round": steps}
+    config["images"] = [list(shape) for shape in args.images]
+    config.update(warmup=warmup, batch_size=100, n_blocks=2, dtype=args.dtype, quick=args.quick)
+    payload = {"benchmark": "speed", "command": sys.argv, "machine": machine, "config": config}
+    payload["results"] = records
+    folder = Path(args.output)
+    _write(folder, "speed", payload, speed_markdown(records))
+    if not args.no_plot:
+        plot_speed(records, folder / "speed.png", log)
+    log(f"wrote {folder / 'speed.json'} and {folder / 'speed.md'}")
+    return 0
+
+
+def _nll(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    device = resolve_device(args.device)
+    groups = NLL_GROUPS if args.datasets is None else tuple(args.datasets)
+    tasks = make_tasks(
+        groups=groups,
+        teacher_features=(4,) if args.quick else tuple(args.teacher_features),
+        toys=("sine",) if args.quick else tuple(args.toys),
+        quick=args.quick,
+        max_iter=args.max_iter,
+        n_train=args.n_train,
+        patience=args.patience,
+        learning_rate=args.learning_rate,
+    )
+    if args.tasks:
+        unknown = sorted(set(args.tasks) - {t.name for t in tasks})
+        if unknown:
+            raise SystemExit(
+                f"bench nll: unknown tasks {unknown}; these groups have {[t.name for t in tasks]}"
+            )
+        tasks = [t for t in tasks if t.name in args.tasks]
+    seeds = (0,) if args.quick else tuple(range(args.seeds))
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(device)
+        records = run_nll(
+            tasks,
+            objectives=tuple(args.objectives),
+            seeds=seeds,
+            baselines=None if args.no_baselines else BASELINES,
+            device=str(device),
+            dtype=args.dtype,
+            log=log,
+        )
+    summary = summarize(records)
+    config = {"tasks": [{"name": t.name, "params": t.params} for t in tasks], "seeds": seeds}
+    config.update(quick=args.quick, dtype=args.dtype, seconds=time.perf_counter() - start)
+    payload = {"benchmark": "nll", "command": sys.argv, "machine": machine, "config": config}
+    payload.update(summary=summary, runs=records)
+    folder = Path(args.output)
+    _write(folder, "nll", payload, nll_markdown(summary))
+    log(f"wrote {folder / 'nll.json'} and {folder / 'nll.md'}")
+    return 0
+
+
+def _truth(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    sizes = {"features": args.features, "n_train": args.n_train, "n_test": args.n_test}
+    steps = {"iterations": args.iterations, "report_every": args.report_every}
+    if args.quick:
+        sizes, steps = {"features": 4, "n_train": 100, "n_test": 200}, {"iterations": 4}
+        steps["report_every"] = 2
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        records = run_truth(
+            **sizes,
+            **steps,
+            objectives=tuple(args.objectives),
+            seed=args.seed,
+            dtype=DTYPES[args.dtype],
+            log=log,
+        )
+    config = {**sizes, **steps, "seed": args.seed, "dtype": args.dtype, "quick": args.quick}
+    payload = {"benchmark": "truth", "command": sys.argv, "machine": machine, "config": config}
+    payload["results"] = records
+    folder = Path(args.output)
+    _write(folder, "truth", payload, truth_markdown(records))
+    log(f"wrote {folder / 'truth.json'} and {folder / 'truth.md'}")
+    return 0
+
+
+def _inference(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    features = (2, 8) if args.quick else tuple(args.features)
+    sizes = (
+        {"n_rows": 200, "n_train": 200, "repeats": 1}
+        if args.quick
+        else {"n_rows": args.n_rows, "n_train": args.n_train, "repeats": args.repeats}
+    )
+    memory_size = (
+        {"n_rows": 20_000, "features": 8}
+        if args.quick
+        else {"n_rows": args.memory_rows, "features": args.memory_features}
+    )
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        throughput = run_inference(features, **sizes, log=log)
+        methods = MEMORY_METHODS[2:3] if args.quick else MEMORY_METHODS  # quick: sample only
+        memory = [] if args.no_memory else measure_memory(methods, **memory_size, log=log)
+    config = {"features": features, **sizes, "memory": memory_size, "quick": args.quick}
+    payload = {"benchmark": "inference", "command": sys.argv, "machine": machine}
+    payload.update(config=config, throughput=throughput, memory=memory)
+    folder = Path(args.output)
+    _write(folder, "inference", payload, inference_markdown(throughput, memory))
+    log(f"wrote {folder / 'inference.json'} and {folder / 'inference.md'}")
+    return 0
+
+
+#: ``--models`` shorthands of ``bench quality``.
+_MODEL_ALIASES = {
+    "default": DEFAULT_MODELS,
+    "score": EBFLOW_MODELS[1:],
+    "all": (*DEFAULT_MODELS, *EBFLOW_MODELS[1:]),
+    "images": ("EBFlow", *IMAGE_MODELS, "KernelDensity", "GaussianMixture"),
+}
+_QUICK_DATASETS = ("pinwheel", "iris", "mixture-4")
+
+
+def _zuko_version() -> str | None:
+    try:
+        return importlib.metadata.version("zuko")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _quality(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    names = args.datasets or (_QUICK_DATASETS if args.quick else QUALITY_GROUPS)
+    sets = make_quality_sets(tuple(names), quick=args.quick, n_train=args.n_train)
+    models = tuple(dict.fromkeys(m for n in args.models for m in _MODEL_ALIASES.get(n, (n,))))
+    seeds = tuple(range(1 if args.quick else args.seeds))
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        machine["zuko"] = _zuko_version()
+        records = run_quality(
+            sets,
+            models=models,
+            seeds=seeds,
+            peers=QUALITY_PEERS,
+            jobs=args.jobs,
+            threads=args.threads,
+            quick=args.quick,
+            log=log,
+        )
+    seconds = time.perf_counter() - start
+    summary = summarize_quality(records)
+    config = {"datasets": [vars(s) for s in sets], "models": list(models), "seeds": seeds}
+    config.update(jobs=args.jobs, threads=args.threads, quick=args.quick, seconds=seconds)
+    config.update(nsf=NSF_CONFIG, polish_fraction=POLISH_FRACTION)
+    config.update(kde_bandwidths=KDE_BANDWIDTHS.tolist(), gmm_components=BIC_COMPONENTS)
+    payload = {"benchmark": "quality", "command": sys.argv, "machine": machine}
+    payload.update(config=config, summary=summary, runs=records)
+    header = [
+        f"Wall time {seconds / 60:.1f} min with {args.jobs} worker process(es) of "
+        f"{args.threads} thread(s) on {machine['cpu_count']} CPU(s) ({machine['cpu']}); "
+        f"load average at the start {machine['load_average_start']}.",
+        "",
+    ]
+    folder = Path(args.output)
+    _write(folder, "quality", payload, "\n".join(header) + quality_markdown(summary, len(seeds)))
+    log(f"wrote {folder / 'quality.json'} and {folder / 'quality.md'} ({seconds:.0f} s)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m skebflow bench", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    commands = parser.add_subparsers(dest="command", required=True)
+    speed = commands.add_parser("speed", help="time per training step of every objective")
+    nll = commands.add_parser("nll", help="held-out NLL of every objective and baselines")
+    truth = commands.add_parser("truth", help="each objective's optimum, from the truth")
+    quality = commands.add_parser("quality", help="held-out likelihood of EBFlow and peers")
+    inference = commands.add_parser("inference", help="rows/s and peak memory of inference")
+    subcommands = ((speed, None), (nll, 1), (truth, None), (quality, 1), (inference, 1))
+    for sub, default_threads in subcommands:
+        sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
+        if sub in (speed, nll):
+            sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+        if sub not in (quality, inference):
+            sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+        sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+        sub.add_argument(
+            "--threads",
+            type=int,
+            default=default_threads,
+            help=f"torch and BLAS threads during the run (default: {default_threads or 'torch'})",
+        )
+        sub.add_argument("--log", choices=("print", "quiet"), default="print")
+    speed.add_argument("--features", type=int, nargs="*", default=[256, 784, 3072])
+    speed.add_argument(
+        "--images",
+        type=_image_shape,
+        nargs="+",
+        default=[],
+        metavar="CxHxW",
+        help="also time the paper's CNN on these images, e.g. 1x28x28 3x32x32",
+    )
+    speed.add_argument("--objectives", nargs="+", default=list(SPEED_OBJECTIVES))
+    speed.add_argument("--repeats", type=int, default=10, help="interleaved rounds")
+    speed.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    speed.add_argument("--warmup", type=int, default=3, help="untimed steps per objective")
+    speed.add_argument("--no-plot", action="store_true")
+    nll.add_argument("--datasets", nargs="+", choices=NLL_GROUPS)
+    nll.add_argument(
+        "--tasks", nargs="+", help="keep only these tasks of the groups, e.g. digits-conv"
+    )
+    nll.add_argument("--objectives", nargs="+", default=list(NLL_OBJECTIVES))
+    nll.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
+    nll.add_argument("--teacher-features", type=int, nargs="+", default=[16, 64])
+    nll.add_argument("--toys", nargs="+", default=["sine", "swirl", "checkerboard"])
+    nll.add_argument("--max-iter", type=int, default=None, help="override the epoch budgets")
+    nll.add_argument("--n-train", type=int, default=None, help="teacher and toy sample size")
+    nll.add_argument("--no-baselines", action="store_true")
+    nll.add_argument("--patience", type=int, default=10, help="n_iter_no_change of every fit")
+    nll.add_argument("--learning-rate", type=float, default=1e-3, help="of every flow")
+    truth.add_argument("--features", type=int, default=64, help="teacher dimension")
+    truth.add_argument("--n-train", type=int, default=4500)
+    truth.add_argument("--n-test", type=int, default=20000)
+    truth.add_argument("--objectives", nargs="+", default=list(TRUTH_OBJECTIVES))
+    truth.add_argument("--iterations", type=int, default=200, help="L-BFGS iterations")
+    truth.add_argument("--report-every", type=int, default=20)
+    truth.add_argument("--seed", type=int, default=0)
+    quality.add_argument(
+        "--datasets", nargs="+", help="groups (toys, tables, teachers) or names; default: all"
+    )
+    quality.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    quality.add_argument(
+        "--models",
+        nargs="+",
+        default=["default"],
+        choices=[*_MODEL_ALIASES, *DEFAULT_MODELS, *EBFLOW_MODELS[1:], *IMAGE_MODELS],
+        help="rows, or default (EBFlow and the peers), score (the score-matching rows), all, "
+        "images (the FC default, the conv and glow flows and the classical peers; digits)",
+    )
+    quality.add_argument("--jobs", type=int, default=2, help="worker processes (joblib)")
+    quality.add_argument("--n-train", type=int, default=None, help="toy and teacher size")
+    inference.add_argument("--features", type=int, nargs="+", default=list(INFERENCE_FEATURES))
+    inference.add_argument("--n-rows", type=int, default=10_000, help="rows per call")
+    inference.add_argument("--n-train", type=int, default=2_000, help="training rows")
+    inference.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    inference.add_argument("--memory-rows", type=int, default=1_000_000)
+    inference.add_argument("--memory-features", type=int, default=64)
+    inference.add_argument("--no-memory", action="store_true", help="throughput only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a benchmark from command-line arguments.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        Arguments after ``bench`` (``sys.argv[1:]`` when ``None``), e.g.
+        ``["speed", "--features", "784", "--output", "out"]``.
+
+    Returns
+    -------
+    int
+        The exit status (0 on success).
+    """
+    args = _parser().parse_args(argv)
+    log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
+    commands = {"speed": _speed, "nll": _nll, "truth": _truth, "quality": _quality}
+    commands["inference"] = _inference
+    return commands[args.command](args, log)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
