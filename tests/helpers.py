@@ -1,18 +1,89 @@
-"""Helpers shared by the test modules: float64 flows with random, non-trivial parameters."""
+"""Helpers shared by the test modules.
+
+Tiny estimators and named warning filters: ``TINY`` and ``tiny`` (the smallest
+``EBFlowDensity`` the tests fit), ``fit_quietly``, ``quietly`` and ``failing_on`` (warning
+filters for a block), ``ignore_short_fit`` and ``ignore_convergence`` (marks: the same for
+a whole test, its fixtures included). Flows: float64 flows with random, non-trivial
+parameters and the checks of their densities and derivatives against autograd.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
+import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
+from skebflow import EBFlowDensity
+from skebflow.exceptions import DivergenceWarning
 from skebflow.nn._architectures import ARCHITECTURES
 from skebflow.nn._flow import EnergyFlow
 from skebflow.nn._linear import ActNorm
 from skebflow.objectives import _score_matching as score_matching
 from skebflow.objectives._jets import energy_jet, energy_score_curvature
 
+Fitted = TypeVar("Fitted")
 
+# ------------------------------------------------------------------- tiny estimators
+#: The smallest estimator the tests fit: two epochs of one 8-unit block on the CPU,
+#: seeded. A module that needs more passes overrides (``tiny(max_iter=3)``).
+TINY = {"max_iter": 2, "n_blocks": 1, "hidden_features": 8, "device": "cpu", "random_state": 0}
+
+
+def tiny(**overrides: object) -> EBFlowDensity:
+    """Return ``EBFlowDensity(**TINY)`` with ``overrides`` on top."""
+    return EBFlowDensity(**{**TINY, **overrides})
+
+
+# ------------------------------------------------------------------ warning filters
+#: What a deliberately short fit warns of: it stopped at max_iter, or it ended worse
+#: than the untrained flow (two epochs can).
+SHORT_FIT_WARNINGS = (ConvergenceWarning, DivergenceWarning)
+
+
+@contextmanager
+def quietly(*categories: type[Warning]) -> Iterator[None]:
+    """Ignore warnings of ``categories`` (default: ``SHORT_FIT_WARNINGS``) in the block."""
+    with warnings.catch_warnings():
+        for category in categories or SHORT_FIT_WARNINGS:
+            warnings.simplefilter("ignore", category)
+        yield
+
+
+@contextmanager
+def failing_on(*categories: type[Warning]) -> Iterator[None]:
+    """Turn warnings of ``categories`` into errors in the block: it must not give them."""
+    with warnings.catch_warnings():
+        for category in categories:
+            warnings.simplefilter("error", category)
+        yield
+
+
+def fit_quietly(estimator: Fitted, X: object, *ignore: type[Warning]) -> Fitted:
+    """Fit ``estimator`` to ``X`` with warnings of ``ignore`` (default: the short fit's)
+    ignored; return it."""
+    with quietly(*ignore):
+        return estimator.fit(X)
+
+
+def ignore_mark(*categories: type[Warning]) -> pytest.MarkDecorator:
+    """A ``filterwarnings`` mark ignoring ``categories`` in a test, its fixtures included."""
+    filters = [f"ignore::{c.__module__}.{c.__qualname__}" for c in categories]
+    return pytest.mark.filterwarnings(*filters)
+
+
+#: For a module of short fits: ``pytestmark = ignore_short_fit``.
+ignore_short_fit = ignore_mark(*SHORT_FIT_WARNINGS)
+#: ConvergenceWarning only: a DivergenceWarning of the module's fits stays in the summary.
+ignore_convergence = ignore_mark(ConvergenceWarning)
+
+
+# ---------------------------------------------------------------------------- flows
 def perturb_(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.3) -> None:
     """Add Gaussian noise to every parameter and mark ActNorm layers as initialized."""
     with torch.no_grad():

@@ -28,9 +28,8 @@ from skebflow.utils import seed_from_random_state
 
 __all__ = ["N_ROUNDS", "EBFlowImputer"]
 
-#: Fits of the flow in ``fit`` (rounds of draw-and-refit). One: in the example a second
-#: round was no better (breast cancer 0.368 both, digits 0.575 against 0.567) and took
-#: 1.03-1.24x the time (docs/imputation.md).
+#: Fits of the flow in ``fit`` (rounds of draw-and-refit). One: a second round was no
+#: better in the example and cost more time (the figures: ``docs/imputation.md``).
 N_ROUNDS = 1
 #: Rounds of the chained-equations imputer that draws the initial fill.
 _INITIAL_ITER = 10

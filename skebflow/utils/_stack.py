@@ -1,4 +1,4 @@
-"""Where a warning should point: the first frame outside skebflow and scikit-learn."""
+"""Where a warning should point: the first frame outside skebflow and its plumbing."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import sys
 __all__ = ["user_stacklevel"]
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SKLEARN = f"{os.sep}sklearn{os.sep}"
+#: Libraries whose frames sit between a user and skebflow (scikit-learn's wrappers and
+#: meta-estimators, joblib's parallel loops): a warning skips them too.
+_PLUMBING = tuple(f"{os.sep}{name}{os.sep}" for name in ("sklearn", "joblib"))
 
 
 def _inside(filename: str) -> bool:
-    return os.path.abspath(filename).startswith(_PACKAGE + os.sep) or _SKLEARN in filename
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+        return True
+    return any(part in filename for part in _PLUMBING)
 
 
 def user_stacklevel() -> int:
     """Return the ``stacklevel`` that points a warning at the user's line.
 
     Called by the function that then calls :func:`warnings.warn`, it counts the frames up
-    to the first one whose file lies outside skebflow and scikit-learn (whose wrappers,
-    such as ``fit``'s parameter validation, sit between the user and skebflow). Python
+    to the first one whose file lies outside skebflow, scikit-learn and joblib (whose
+    wrappers, such as ``fit``'s parameter validation or ``cross_val_score``'s loop, sit
+    between the user and skebflow). Python
     3.12's ``skip_file_prefixes`` does the same; this works on 3.10 and 3.11 too.
 
     Examples

@@ -15,8 +15,9 @@ import pytest
 from sklearn.utils.estimator_checks import estimator_checks_generator
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from tests.helpers import ignore_convergence
 
-pytestmark = pytest.mark.usefixtures("quiet_convergence")
+pytestmark = ignore_convergence
 
 #: The checks that took more than about a second for either default estimator.
 SLOW_CHECKS = frozenset(

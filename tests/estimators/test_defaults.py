@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.estimators import DEQUANTIZED_LOGIT_EPS
 from skebflow.objectives._registry import OBJECTIVE_OPTIONS, OBJECTIVE_SPECS
 from skebflow.training._trainer import TrainConfig
+from tests.helpers import quietly
 
 
 def _documented_defaults(cls: type) -> dict[str, str]:
@@ -53,8 +53,7 @@ def test_the_logit_squeeze_follows_the_architecture_in_fit_and_partial_fit(
     X = rng.integers(0, 8, size=(80, 3)).astype(float)
     params = {"architecture": architecture, "preprocessing": "logit", "bounds": (0, 7)}
     params.update(dequantize=dequantize, n_blocks=1, hidden_features=8, max_iter=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quietly():
         fitted = EBFlowDensity(**params, random_state=0).fit(X)
         chunked = EBFlowDensity(**params, random_state=0).partial_fit(X)
     for est in (fitted, chunked):

@@ -1,17 +1,17 @@
-"""Degenerate training data are named in a warning and give a bounded density."""
+"""Degenerate training data are named in a warning and give a bounded density.
+
+``find_degeneracy`` itself is tested in ``tests/preprocessing/test_degeneracy.py``.
+"""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
-import torch
 from sklearn.exceptions import DataDimensionalityWarning
 
 from skebflow import EBFlowDensity
 from skebflow.estimators import DEGENERATE_JITTER
-from skebflow.preprocessing._degeneracy import find_degeneracy
+from tests.helpers import failing_on, fit_quietly
 
 PARAMS = {"max_iter": 40, "random_state": 0}
 
@@ -21,15 +21,9 @@ def _data(n: int = 600, seed: int = 0) -> np.ndarray:
     return rng.normal(size=(n, 2)) @ np.array([[1.0, 0.4], [0.0, 0.8]])
 
 
-def _fit(X: np.ndarray) -> EBFlowDensity:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the ConvergenceWarning of max_iter
-        return EBFlowDensity(**PARAMS).fit(X)
-
-
 def test_a_constant_column_is_named_and_its_density_is_bounded():
     X, X_test = _data(), _data(seed=1)
-    plain = _fit(X)
+    plain = fit_quietly(EBFlowDensity(**PARAMS), X)
     with_column = np.c_[X, np.full(len(X), 3.0)]
     with pytest.warns(DataDimensionalityWarning, match=r"constant column\(s\) \[2\]") as record:
         est = EBFlowDensity(**PARAMS).fit(with_column)
@@ -51,7 +45,7 @@ def test_a_duplicated_column_is_named_and_the_score_stays_bounded():
         est = EBFlowDensity(**PARAMS).fit(np.c_[X, X[:, 0]])
     train = est.score(np.c_[X, X[:, 0]])
     test = est.score(np.c_[X_test, X_test[:, 0]])
-    plain = _fit(X)
+    plain = fit_quietly(EBFlowDensity(**PARAMS), X)
     # Bounded: at most one jitter-wide direction's worth above the plain fit.
     assert train - plain.score(X) < -np.log(DEGENERATE_JITTER) + 1.0
     assert abs(train - test) < 0.5
@@ -67,16 +61,6 @@ def test_more_columns_than_rows_gets_a_warning_that_says_what_can_be_learned():
 
 
 def test_ordinary_data_get_no_degeneracy_warning():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataDimensionalityWarning)
+    with failing_on(DataDimensionalityWarning):
         est = EBFlowDensity(max_iter=2, random_state=0).fit(_data(200))
     assert est.jitter_ == 0.0
-
-
-def test_find_degeneracy_sees_near_collinearity_and_ignores_independent_columns():
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(500, 3, generator=g, dtype=torch.float64)
-    near = a[:, 1] - 2.0 * a[:, 2] + 1e-9 * torch.randn(500, generator=g, dtype=torch.float64)
-    found = find_degeneracy(torch.cat([a, near[:, None]], dim=1))
-    assert found.collinear == [[1, 2, 3]] and not found.constant
-    assert not find_degeneracy(a + 1e-3 * torch.randn(500, 3, generator=g, dtype=torch.float64))

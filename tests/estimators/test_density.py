@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 import warnings
 
@@ -21,14 +22,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity
 from skebflow.datasets._toys import make_toy
+from tests.helpers import ignore_convergence, tiny
 
-pytestmark = pytest.mark.usefixtures("quiet_convergence")
+pytestmark = ignore_convergence
 
-FAST = {"max_iter": 3, "n_blocks": 1, "hidden_features": 8, "batch_size": 64, "device": "cpu"}
-
-
-def fast(**overrides: object) -> EBFlowDensity:
-    return EBFlowDensity(**{**FAST, "random_state": 0, **overrides})
+#: This module's estimator: tiny, one more epoch, in batches of 64.
+fast = functools.partial(tiny, max_iter=3, batch_size=64)
 
 
 @pytest.fixture(scope="module")

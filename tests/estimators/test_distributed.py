@@ -7,17 +7,14 @@ seeded, and the workers run the same code on the same folds.
 
 from __future__ import annotations
 
-import warnings
-
 import joblib
 import numpy as np
 import pytest
 from sklearn.datasets import make_moons
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from skebflow import EBFlowDensity
-from skebflow.exceptions import DivergenceWarning
+from tests.helpers import fit_quietly
 
 GRID = {"objective": ["ml", "dsm"]}
 
@@ -34,10 +31,7 @@ def _small() -> EBFlowDensity:
 
 
 def _search(X: np.ndarray) -> GridSearchCV:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # three epochs, on purpose
-        warnings.simplefilter("ignore", DivergenceWarning)  # DSM after three epochs
-        return GridSearchCV(_small(), GRID, cv=2).fit(X)
+    return fit_quietly(GridSearchCV(_small(), GRID, cv=2), X)  # three epochs, on purpose
 
 
 @pytest.fixture(scope="module")

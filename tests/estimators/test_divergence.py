@@ -1,8 +1,9 @@
-"""A fit that diverged without a NaN says so, with remedies for its configuration."""
+"""A fit that diverged without a NaN says so, with remedies for its configuration.
+
+What ``diagnose`` sees in a finished run is tested in ``tests/training/test_diagnostics.py``.
+"""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
@@ -12,9 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from skebflow import EBFlowDensity
 from skebflow.estimators._divergence import remedies
 from skebflow.exceptions import DivergenceWarning
-from skebflow.nn._architectures import build_fc
-from skebflow.training._config import TrainResult
-from skebflow.training._diagnostics import diagnose
+from tests.helpers import failing_on, quietly
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,7 @@ def test_a_learning_rate_far_too_high_is_reported_with_the_default(moons):
 
 
 def test_a_healthy_fit_reports_nothing(moons):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DivergenceWarning)
+    with failing_on(DivergenceWarning):
         est = EBFlowDensity(max_iter=15, random_state=0).fit(moons)
     assert est.divergence_ == []
 
@@ -50,9 +48,7 @@ def test_the_untrained_baseline_is_the_flow_before_any_initialization():
     # while the untrained flow was scored gave a baseline of +2.2 nats per sample for
     # uniform data (whose true log-density is 0), and a false alarm.
     X = torch.rand(200, 3, generator=torch.Generator().manual_seed(0)).double().numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("error", DivergenceWarning)
+    with quietly(ConvergenceWarning), failing_on(DivergenceWarning):
         est = EBFlowDensity(
             preprocessing="logit", bounds=(0.0, 1.0), max_iter=2, n_blocks=1, random_state=0
         ).fit(X)
@@ -71,22 +67,6 @@ def test_remedies_never_recommend_what_is_in_use():
     assert "a lower learning_rate (e.g. 3.3e-05" in text
     assert "noise_scale (this fit used 0.05)" in text and "objective='ml'" in text
     assert "max_grad_norm" not in text and "preprocessing" not in text
-
-
-def test_diagnose_sees_samples_far_outside_the_data():
-    flow = build_fc(3, n_blocks=1).double()
-    with torch.no_grad():
-        flow.layers[0].weight.mul_(1e-4)  # the inverse stretches base draws 10^4 times
-    result = TrainResult(flow=flow, loss_curve=[1.0, 0.5], validation_scores=[-3.0, -2.0])
-    y = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    seen = diagnose(
-        result,
-        initial_score=-4.0,
-        flow=flow,
-        y_train=y,
-        generator=torch.Generator().manual_seed(1),
-    )
-    assert len(seen) == 1 and seen[0].startswith("samples reach")
 
 
 def test_non_finite_training_names_this_configurations_remedies(moons):

@@ -9,8 +9,8 @@ squeeze, which needs 2 channels: 1 feature is refused with the message the check
 
 from __future__ import annotations
 
+import functools
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -26,21 +26,12 @@ from skebflow.nn._shapes import Reshape
 from skebflow.objectives import _score_matching as score_matching
 from skebflow.objectives._jets import energy_jet, energy_score_curvature, supports_jet
 from skebflow.objectives._regularizers import SingularValueBarrier
-from tests.helpers import perturb_
+from tests.helpers import failing_on, ignore_convergence, perturb_, tiny
 
-pytestmark = pytest.mark.usefixtures("quiet_convergence")
+pytestmark = ignore_convergence
 
-FAST = {
-    "max_iter": 2,
-    "hidden_features": 8,
-    "batch_size": 32,
-    "device": "cpu",
-    "random_state": 0,
-}
-
-
-def fast(**overrides: object) -> EBFlowDensity:
-    return EBFlowDensity(**{**FAST, **overrides})
+#: This module's estimator: tiny, in batches of 32, with the image flows' default blocks.
+fast = functools.partial(tiny, n_blocks=None, batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +191,7 @@ def test_save_and_load_round_trip(tmp_path, pixels, architecture):
     est.fit(pixels)
     path = os.path.join(tmp_path, "model.skebflow")
     est.save(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with failing_on(Warning):
         loaded = skebflow.load(path)
     assert loaded.image_shape == (1, -1, 4) and loaded.image_shape_ == (1, 4, 4)
     np.testing.assert_array_equal(loaded.score_samples(pixels), est.score_samples(pixels))

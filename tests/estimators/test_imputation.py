@@ -9,7 +9,7 @@ fitted to (a tolerance that includes the fit's error).
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import functools
 
 import numpy as np
 import pytest
@@ -18,28 +18,21 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skebflow import EBFlowDensity
 from skebflow.sampling import refine
+from tests.helpers import fit_quietly, ignore_short_fit, tiny
 
-pytestmark = [
-    pytest.mark.usefixtures("quiet_convergence"),
-    pytest.mark.filterwarnings("ignore::skebflow.DivergenceWarning"),
-]
+pytestmark = ignore_short_fit
 
 RHO = 0.8
 X1 = np.array([-1.5, 0.0, 0.7, 2.0])
-MODEL = {"max_iter": 30, "n_blocks": 2, "hidden_features": 32, "device": "cpu", "random_state": 0}
-
-
-def _fit(X: np.ndarray, **overrides: object) -> EBFlowDensity:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return EBFlowDensity(**{**MODEL, **overrides}).fit(X)
+#: A larger flow than tiny's, trained longer: the conditionals are checked closely.
+model = functools.partial(tiny, max_iter=30, n_blocks=2, hidden_features=32)
 
 
 @pytest.fixture(scope="module")
 def gauss2() -> EBFlowDensity:
     rng = np.random.default_rng(0)
     X = rng.multivariate_normal([0, 0], [[1, RHO], [RHO, 1]], size=3000)
-    return _fit(X)
+    return fit_quietly(model(), X)
 
 
 def _quadrature(est: EBFlowDensity, x1: float) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -142,7 +135,7 @@ def test_a_chain_that_cannot_move_is_reported(monkeypatch):
     # importance resampling put them, and R-hat sees it.
     monkeypatch.setattr(conditional, "run_chains", langevin_only)
     rng = np.random.default_rng(0)
-    est = _fit(rng.normal(size=(300, 2)), max_iter=3, n_blocks=1, hidden_features=8)
+    est = fit_quietly(tiny(max_iter=3), rng.normal(size=(300, 2)))
     X = np.c_[np.zeros(40), np.full(40, np.nan)]
     with pytest.warns(ConvergenceWarning, match="did not mix"):
         _, report = est.impute(X, step_size=1e-8, n_steps=40, return_report=True, random_state=0)
@@ -152,7 +145,7 @@ def test_a_chain_that_cannot_move_is_reported(monkeypatch):
 def test_logit_support_is_respected():
     rng = np.random.default_rng(0)
     X = rng.uniform(0.0, 1.0, size=(500, 2))
-    est = _fit(X, preprocessing="logit", bounds=(0.0, 1.0), max_iter=3, n_blocks=1)
+    est = fit_quietly(model(preprocessing="logit", bounds=(0.0, 1.0), max_iter=3, n_blocks=1), X)
     draws = est.sample_conditional([[0.5, np.nan]], 200, random_state=0)[0, :, 1]
     assert np.all((draws >= 0.0) & (draws < 1.0))
     with pytest.raises(ValueError, match="outside"):
@@ -162,7 +155,7 @@ def test_logit_support_is_respected():
 def test_dequantized_draws_are_integers():
     rng = np.random.default_rng(0)
     X = rng.integers(0, 8, size=(400, 2)).astype(float)
-    est = _fit(X, dequantize=True, max_iter=3, n_blocks=1)
+    est = fit_quietly(model(dequantize=True, max_iter=3, n_blocks=1), X)
     draws = est.impute([[3.0, np.nan]] * 20, sample_posterior=True, random_state=0)[:, 1]
     assert np.array_equal(draws, np.floor(draws))
 
@@ -192,7 +185,7 @@ def test_five_dimensional_gaussian_conditional():
     a = rng.normal(size=(5, 5))
     cov = a @ a.T / 5 + 0.2 * np.eye(5)
     X = rng.multivariate_normal(np.zeros(5), cov, size=4000)
-    est = _fit(X, max_iter=25, n_blocks=2)
+    est = fit_quietly(model(max_iter=25, n_blocks=2), X)
     test = rng.multivariate_normal(np.zeros(5), cov, size=60)
     m, o = [1, 3], [0, 2, 4]
     gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
@@ -217,7 +210,7 @@ def test_bimodal_conditional_keeps_both_modes_in_proportion():
     n = 4000
     low = rng.random(n) < 0.3
     X = np.c_[rng.normal(size=n), np.where(low, -2.0, 2.0) + 0.4 * rng.normal(size=n)]
-    est = _fit(X, max_iter=40)
+    est = fit_quietly(model(max_iter=40), X)
     _, _, grid, w = _quadrature(est, 0.0)
     model_low = float(w[grid < 0].sum())
     assert abs(model_low - 0.3) < 0.05

@@ -10,22 +10,21 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity, EBFlowImputer
+from tests.helpers import ignore_short_fit, tiny
 
 pytestmark = [
-    pytest.mark.usefixtures("quiet_convergence"),
-    pytest.mark.filterwarnings("ignore::skebflow.DivergenceWarning"),
+    ignore_short_fit,
     pytest.mark.filterwarnings("ignore:.*too few for a validation split:UserWarning"),
 ]
 
-FAST = {"max_iter": 2, "n_blocks": 1, "hidden_features": 8, "device": "cpu"}
 
-
-def fast(**overrides: object) -> EBFlowImputer:
+def tiny_imputer(**overrides: object) -> EBFlowImputer:
+    """A tiny imputer; its flow is unseeded (the imputer's random_state seeds its clone)."""
     options = {"n_rounds": 1, "n_steps": 10, "random_state": 0, **overrides}
-    return EBFlowImputer(EBFlowDensity(**FAST), **options)
+    return EBFlowImputer(tiny(random_state=None), **options)
 
 
-@parametrize_with_checks([fast()])
+@parametrize_with_checks([tiny_imputer()])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -56,21 +55,21 @@ def test_fill_beats_the_mean_and_keeps_observed_entries():
 
 def test_same_random_state_same_fill():
     _, X_missing = _correlated(200)
-    a = fast(random_state=3).fit_transform(X_missing)
-    b = fast(random_state=3).fit_transform(X_missing)
+    a = tiny_imputer(random_state=3).fit_transform(X_missing)
+    b = tiny_imputer(random_state=3).fit_transform(X_missing)
     np.testing.assert_array_equal(a, b)
 
 
 def test_pipeline_in_front_of_a_classifier():
     X, X_missing = _correlated(300, seed=1)
     y = (X[:, 0] > 0).astype(int)
-    pipe = make_pipeline(fast(), LogisticRegression()).fit(X_missing, y)
+    pipe = make_pipeline(tiny_imputer(), LogisticRegression()).fit(X_missing, y)
     assert pipe.score(X_missing, y) > 0.7
 
 
 def test_complete_training_data_fit_once_and_transform_unchanged():
     X, X_missing = _correlated(200, seed=2)
-    imputer = fast(n_rounds=3).fit(X)
+    imputer = tiny_imputer(n_rounds=3).fit(X)
     assert imputer.report_ is None
     assert imputer.estimator_.n_iter_ <= 2
     filled = imputer.transform(X_missing)
@@ -82,12 +81,12 @@ def test_an_empty_column_is_an_error():
     _, X_missing = _correlated(50)
     X_missing[:, 1] = np.nan
     with pytest.raises(ValueError, match="no observed value"):
-        fast().fit(X_missing)
+        tiny_imputer().fit(X_missing)
 
 
 def test_inf_is_an_error():
     X, _ = _correlated(50)
-    imputer = fast().fit(X)
+    imputer = tiny_imputer().fit(X)
     X[0, 0] = np.inf
     with pytest.raises(ValueError, match="inf"):
         imputer.transform(X)
@@ -101,11 +100,11 @@ def test_pixel_data_with_a_dequantized_bounded_flow():
     X = np.column_stack([X, np.zeros(len(X))])  # a constant column, as digits' pixel 0
     X_missing = np.where(rng.random(X.shape) < 0.2, np.nan, X)
     X_missing[np.isnan(X_missing).all(axis=1), 0] = X[np.isnan(X_missing).all(axis=1), 0]
-    flow = EBFlowDensity(preprocessing="logit", bounds=(0, 16), dequantize=True, **FAST)
+    flow = tiny(preprocessing="logit", bounds=(0, 16), dequantize=True, random_state=None)
     imputer = EBFlowImputer(flow, n_rounds=2, n_steps=10, random_state=0)
     filled = imputer.fit_transform(X_missing)
     missing = np.isnan(X_missing)
     assert np.array_equal(filled[~missing], X[~missing])
     assert filled.min() >= 0 and filled.max() <= 16
     with pytest.raises(ValueError, match="integer"):  # what the unclipped draws would hit
-        EBFlowDensity(preprocessing="logit", bounds=(0, 16), dequantize=True, **FAST).fit(X + 0.3)
+        tiny(preprocessing="logit", bounds=(0, 16), dequantize=True, random_state=None).fit(X + 0.3)

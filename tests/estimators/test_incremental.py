@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,7 @@ from sklearn.base import clone
 from sklearn.datasets import make_moons
 
 from skebflow import EBFlowDensity
+from tests.helpers import fit_quietly, quietly
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +32,7 @@ def test_partial_fit_over_memory_mapped_chunks_ends_near_a_full_fit(moons, tmp_p
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
     chunks = [mapped[i : i + 500] for i in range(0, len(X), 500)]
     est = _passes(EBFlowDensity(random_state=0), chunks, passes=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        full = EBFlowDensity(random_state=0, max_iter=20).fit(X)
+    full = fit_quietly(EBFlowDensity(random_state=0, max_iter=20), X)
     assert est.n_iter_ == 20 and len(est.loss_curve_) == 20
     untrained = EBFlowDensity(random_state=0, max_iter=1).partial_fit(X[:2]).score(X_test)
     assert est.score(X_test) > untrained + 0.5
@@ -76,8 +73,7 @@ def test_a_chunk_of_another_width_is_refused_and_fit_starts_over(moons):
     est = EBFlowDensity(random_state=0, max_iter=2).partial_fit(X[:500])
     with pytest.raises(ValueError, match="features"):
         est.partial_fit(np.c_[X[:10], X[:10, 0]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with quietly():
         refit = est.fit(X)
         fresh = clone(est).fit(X)
     np.testing.assert_array_equal(refit.score_samples(X_test), fresh.score_samples(X_test))

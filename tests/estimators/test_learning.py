@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
@@ -11,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from skebflow import EBFlowDensity
 from skebflow.bench._baselines import QUALITY_PEERS
 from skebflow.datasets._toys import make_toy, toy_log_density
+from tests.helpers import fit_quietly
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +25,10 @@ def test_flow_beats_gaussian_mixture_and_tuned_kde_on_rings():
     X_test = make_toy("rings", 5000, random_state=1)
     truth = float(np.mean(toy_log_density("rings", X_test)))
     gmm, kde = _baselines(X, X_test)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est = EBFlowDensity(
-            objective="ml", n_blocks=8, max_iter=300, n_iter_no_change=30, random_state=0
-        ).fit(X)
+    est = EBFlowDensity(
+        objective="ml", n_blocks=8, max_iter=300, n_iter_no_change=30, random_state=0
+    )
+    fit_quietly(est, X, ConvergenceWarning)
     flow = est.score(X_test)
     assert flow <= truth + 0.01  # no estimator beats the truth (up to sampling noise)
     assert flow > gmm and flow > kde, (flow, gmm, kde, truth)
@@ -50,9 +48,9 @@ def test_score_matching_learns_a_smooth_density(objective):
     X = make_toy("rings", 2000, random_state=0)
     X_test = make_toy("rings", 5000, random_state=1)
     truth = float(np.mean(toy_log_density("rings", X_test)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est = EBFlowDensity(objective=objective, max_iter=100, random_state=0).fit(X)
+    est = fit_quietly(
+        EBFlowDensity(objective=objective, max_iter=100, random_state=0), X, ConvergenceWarning
+    )
     baseline = EBFlowDensity(max_iter=1, random_state=0).fit(X).score(X_test)
     assert est.score(X_test) > truth - 0.1, (est.score(X_test), truth, baseline)
     assert est.score(X_test) > baseline + 0.1, (est.score(X_test), truth, baseline)
@@ -66,8 +64,6 @@ def test_default_flow_beats_the_peers_of_bench_quality_on_pinwheel():
     train, test, truth = pinwheel.draw(0)
     peers = {name: fit(train, 0) for name, fit in QUALITY_PEERS.items() if name != "NSF"}
     peer_scores = {name: float(np.mean(p.score_samples(test))) for name, p in peers.items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        flow = EBFlowDensity(random_state=0).fit(train).score(test)
+    flow = fit_quietly(EBFlowDensity(random_state=0), train, ConvergenceWarning).score(test)
     assert flow <= float(np.mean(truth)) + 0.01
     assert all(flow > score for score in peer_scores.values()), (flow, peer_scores)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -18,18 +17,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.estimators import AUTO_CONTAMINATION
+from tests.helpers import failing_on, fit_quietly, ignore_convergence, tiny
 
-pytestmark = pytest.mark.usefixtures("quiet_convergence")
-
-FAST = {"max_iter": 2, "n_blocks": 1, "hidden_features": 8, "device": "cpu", "random_state": 0}
-
-
-def flow(**overrides: object) -> EBFlowDensity:
-    return EBFlowDensity(**{**FAST, **overrides})
+pytestmark = ignore_convergence
 
 
 def detector(**params: object) -> EBFlowOutlierDetector:
-    return EBFlowOutlierDetector(**{"estimator": flow(), **params})
+    return EBFlowOutlierDetector(**{"estimator": tiny(), **params})
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +39,7 @@ def planted() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def fitted(planted) -> EBFlowOutlierDetector:
     X, _ = planted
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return detector(contamination=0.1).fit(X)
+    return fit_quietly(detector(contamination=0.1), X, ConvergenceWarning)
 
 
 @parametrize_with_checks(
@@ -94,7 +86,7 @@ def test_auto_is_contamination_one_percent(planted):
 def test_finds_planted_outliers_like_the_true_gaussian(planted):
     X, cov = planted
     det = EBFlowOutlierDetector(
-        estimator=flow(max_iter=20, architecture="fc"), contamination=5 / len(X)
+        estimator=tiny(max_iter=20, architecture="fc"), contamination=5 / len(X)
     ).fit(X)
     scores = det.score_samples(X)
     truth = multivariate_normal([0.0, 0.0], cov).logpdf(X)
@@ -208,8 +200,7 @@ class _ZeroOnFirst(GaussianMixture):
 @pytest.mark.parametrize("n_zero", [0, 1, 19])
 def test_zero_training_density_below_the_contamination_keeps_a_finite_offset(planted, n_zero):
     X, _ = planted
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no inf - inf on the way
+    with failing_on(RuntimeWarning):  # no inf - inf on the way
         det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(n_zero), contamination=0.1).fit(X)
     scores = det.score_samples(X)
     assert np.isneginf(scores).sum() == n_zero
@@ -225,10 +216,8 @@ def test_zero_training_density_at_the_quantile_leaves_no_threshold(planted, n_ze
     X, _ = planted
     det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(n_zero), contamination=contamination)
     match = f"-inf \\(zero density\\) at {n_zero} of the 200 training points.*no finite threshold"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        with pytest.raises(ValueError, match=match):
-            det.fit(X)
+    with failing_on(RuntimeWarning), pytest.raises(ValueError, match=match):
+        det.fit(X)
 
 
 def test_infinite_training_density_at_the_quantile_leaves_no_threshold(planted):
@@ -292,7 +281,7 @@ def test_random_state_makes_the_default_detector_reproducible(planted):
 
 def test_random_state_seeds_a_given_estimator_like_bagging(planted):
     X, _ = planted
-    unseeded = flow(random_state=None)
+    unseeded = tiny(random_state=None)
     first = detector(estimator=unseeded, random_state=3).fit(X)
     again = detector(estimator=unseeded, random_state=3).fit(X)
     other = detector(estimator=unseeded, random_state=4).fit(X)
@@ -306,9 +295,9 @@ def test_random_state_seeds_a_given_estimator_like_bagging(planted):
 
 def test_random_state_none_keeps_the_estimators_own_seed(planted):
     X, _ = planted
-    det = detector().fit(X)  # flow(random_state=0)
+    det = detector().fit(X)  # tiny(random_state=0)
     assert det.random_state is None and det.estimator_.random_state == 0
-    reference = flow().fit(X)
+    reference = tiny().fit(X)
     assert np.array_equal(det.score_samples(X), reference.score_samples(X))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import warnings
 from pathlib import Path
 
 import joblib
@@ -18,13 +17,10 @@ from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.estimators import DEQUANTIZED_LOGIT_EPS, load, save
 from skebflow.estimators._model_file import FORMAT, FORMAT_VERSION
 from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
+from tests.helpers import failing_on, fit_quietly, ignore_short_fit, quietly, tiny
 
-pytestmark = [
-    pytest.mark.usefixtures("quiet_convergence"),
-    pytest.mark.filterwarnings("ignore::skebflow.DivergenceWarning"),
-]
+pytestmark = ignore_short_fit
 
-FAST = {"max_iter": 2, "n_blocks": 1, "hidden_features": 8, "device": "cpu", "random_state": 0}
 CONFIGS = {
     "spline": {"architecture": "spline"},
     "coupling": {"architecture": "coupling"},
@@ -45,9 +41,7 @@ def data(config: dict) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fitted() -> EBFlowDensity:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the short fit's convergence and divergence warnings
-        return EBFlowDensity(**FAST).fit(data({}))
+    return fit_quietly(tiny(), data({}))
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +72,9 @@ def assert_same_model(original: EBFlowDensity, loaded: EBFlowDensity, X: np.ndar
 def test_round_trip_is_bit_exact(name, tmp_path):
     config = CONFIGS[name]
     X = data(config)
-    original = EBFlowDensity(**{**FAST, **config}).fit(X)
+    original = tiny(**config).fit(X)
     save(original, tmp_path / "m.skebflow")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ModelVersionWarning)  # same versions: no warning
+    with failing_on(ModelVersionWarning):  # same versions: no warning
         loaded = load(tmp_path / "m.skebflow")
     assert type(loaded) is EBFlowDensity
     assert_same_model(original, loaded, X)
@@ -115,7 +108,7 @@ def test_loaded_flow_is_cpu_float64_frozen_and_in_eval_mode(fitted, model_file):
 
 def test_tuple_parameters_and_feature_names_come_back(tmp_path):
     X = data({"dequantize": True})
-    original = EBFlowDensity(**FAST, preprocessing="logit", bounds=(0, 15)).fit(X)
+    original = tiny(preprocessing="logit", bounds=(0, 15)).fit(X)
     original.feature_names_in_ = np.asarray(["a", "b", "c"], dtype=object)
     save(original, tmp_path / "m.skebflow")
     loaded = load(tmp_path / "m.skebflow")
@@ -126,13 +119,7 @@ def test_tuple_parameters_and_feature_names_come_back(tmp_path):
 
 def test_numpy_values_in_parameters_are_saved_as_python_values(tmp_path):
     X = data({})
-    params = {
-        **FAST,
-        "tol": np.float64(1e-3),
-        "max_iter": np.int64(2),
-        "device": torch.device("cpu"),
-    }
-    original = EBFlowDensity(**params).fit(X)
+    original = tiny(tol=np.float64(1e-3), max_iter=np.int64(2), device=torch.device("cpu")).fit(X)
     save(original, tmp_path / "m.skebflow")
     loaded = load(tmp_path / "m.skebflow")
     assert type(loaded.tol) is float and type(loaded.max_iter) is int and loaded.device == "cpu"
@@ -149,7 +136,7 @@ def test_a_loaded_model_refits_and_warm_starts(model_file):
 
 def test_outlier_detector_round_trip(tmp_path):
     X = data({})
-    for template in (EBFlowDensity(**FAST), None):
+    for template in (tiny(), None):
         detector = EBFlowOutlierDetector(estimator=template, contamination=0.1, random_state=0)
         if template is None:  # the default flow, shortened
             detector.fit(X[:20])
@@ -217,10 +204,10 @@ def test_saving_refuses_other_estimators_and_unfitted_ones(tmp_path):
 
 def test_saving_refuses_parameters_that_are_not_plain_values(tmp_path):
     X = data({})
-    est = EBFlowDensity(**{**FAST, "random_state": np.random.RandomState(0)}).fit(X)
+    est = tiny(random_state=np.random.RandomState(0)).fit(X)
     with pytest.raises(TypeError, match="parameter random_state of EBFlowDensity is RandomState"):
         save(est, tmp_path / "x")
-    detector = EBFlowOutlierDetector(estimator=EBFlowDensity(**FAST)).fit(X)
+    detector = EBFlowOutlierDetector(estimator=tiny()).fit(X)
     detector.estimator = KernelDensity()  # fitted with a flow, then the parameter changed
     with pytest.raises(TypeError, match="estimator of EBFlowOutlierDetector must be None or an"):
         save(detector, tmp_path / "x")
@@ -228,7 +215,7 @@ def test_saving_refuses_parameters_that_are_not_plain_values(tmp_path):
 
 
 def test_saving_refuses_a_flow_its_parameters_no_longer_describe(tmp_path):
-    est = EBFlowDensity(**FAST).fit(data({}))
+    est = tiny().fit(data({}))
     est.set_params(n_blocks=2)
     with pytest.raises(ValueError, match=r"flow_ .* does not match the estimator's parameters"):
         save(est, tmp_path / "x")
@@ -335,8 +322,7 @@ def test_other_minor_skebflow_and_torch_versions_warn(model_file, tmp_path):
         load(path)
     local = f"{str(torch.__version__).split('+')[0]}+other"  # another build of the same torch
     path = rewrite(model_file, tmp_path / "b", lambda p: p.update(torch_version=local))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ModelVersionWarning)
+    with failing_on(ModelVersionWarning):
         load(path)
 
 
@@ -435,9 +421,7 @@ def test_damaged_contents_are_refused_with_the_reason(model_file, tmp_path, chan
 def test_a_file_with_the_old_logit_squeeze_is_refused(tmp_path):
     """Dequantized chains squeeze by λ = 0.05; a file written with 1e-6 names the change."""
     config = CONFIGS["logit-bounds-dequantize"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est = EBFlowDensity(**FAST, **config).fit(data(config))
+    est = fit_quietly(tiny(**config), data(config))
     assert est.preprocessing_.transforms[1].eps == DEQUANTIZED_LOGIT_EPS
     save(est, tmp_path / "new")
 
@@ -480,8 +464,7 @@ def test_files_written_before_the_estimators_redesign_load_and_score_the_same():
     """Model files of skebflow 0.1.0.dev0 as it was before the estimators room was rebuilt
     (a logit-dequantized spline flow and an outlier detector) load bit for bit."""
     expected = np.load(DATA / "expected_0.1.0.dev0.npz")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ModelVersionWarning)  # a newer torch or skebflow
+    with quietly(ModelVersionWarning):  # a newer torch or skebflow
         density = load(DATA / "density_0.1.0.dev0.skebflow")
         detector = load(DATA / "detector_0.1.0.dev0.skebflow")
     np.testing.assert_array_equal(density.score_samples(expected["X"]), expected["density"])

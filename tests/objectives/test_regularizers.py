@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from skebflow.nn._linear import Dense
 from skebflow.objectives._registry import SCORE_OBJECTIVES, bind_objective, make_regularizers
 from skebflow.objectives._regularizers import SingularValueBarrier
 from skebflow.training._trainer import make_optimizer, train_step
+from tests.helpers import fit_quietly
 
 
 def _matrix(singular_values: list[float], seed: int = 0) -> torch.Tensor:
@@ -263,8 +263,6 @@ def test_a_default_fit_adds_no_factorization_for_the_barrier_after_its_first_sea
     used = {}
     for threshold in (None, 0.2):
         counts["n"] = 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            EBFlowDensity(min_singular_value=threshold, **params).fit(X)
+        fit_quietly(EBFlowDensity(min_singular_value=threshold, **params), X)
         used[threshold] = counts["n"]
     assert used[0.2] - used[None] == 2  # the first search, before any validation: 2 layers

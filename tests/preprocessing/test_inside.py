@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +14,7 @@ from skebflow.preprocessing._inside import (
     without_preprocessing,
 )
 from skebflow.preprocessing._transforms import make_preprocessing
-from tests.helpers import random_flow
+from tests.helpers import fit_quietly, random_flow
 
 
 @pytest.fixture
@@ -77,9 +75,7 @@ def _fit(X: np.ndarray, objective: str, mapped: bool, **params: object) -> EBFlo
         random_state=0,
         **params,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit(X)
+    return fit_quietly(model, X)
 
 
 def test_ml_is_invariant_to_where_the_preprocessing_sits():

@@ -1,8 +1,7 @@
-"""Inference in batches: bounded memory, and the same answers across batch boundaries."""
+"""A fitted flow's inference (``skebflow.estimators._inference``): in batches, bounded
+memory, and the same answers across batch boundaries; exact and Langevin samples."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import skebflow.estimators._inference as inference
 from skebflow import EBFlowDensity
+from tests.helpers import fit_quietly, tiny
 
 ROWS = 50
 BATCH = 7  # 50 rows: seven full batches and one of one row
@@ -18,9 +18,7 @@ BATCH = 7  # 50 rows: seven full batches and one of one row
 @pytest.fixture(scope="module")
 def fitted() -> EBFlowDensity:
     X = np.random.default_rng(0).normal(size=(200, 3)) * [1.0, 2.0, 0.5]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return EBFlowDensity(max_iter=10, n_blocks=1, hidden_features=8, random_state=0).fit(X)
+    return fit_quietly(tiny(max_iter=10, device="auto"), X, ConvergenceWarning)
 
 
 @pytest.fixture
@@ -44,11 +42,10 @@ def test_scores_and_gradients_do_not_depend_on_the_batches(fitted, rows, monkeyp
 @pytest.mark.usefixtures("small_batches")
 def test_rows_outside_the_support_are_found_in_every_batch(rows):
     X = np.random.default_rng(0).uniform(size=(200, 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est = EBFlowDensity(
-            preprocessing="logit", bounds=(0.0, 1.0), max_iter=2, n_blocks=1, random_state=0
-        ).fit(X)
+    est = EBFlowDensity(
+        preprocessing="logit", bounds=(0.0, 1.0), max_iter=2, n_blocks=1, random_state=0
+    )
+    fit_quietly(est, X, ConvergenceWarning)
     inside = np.random.default_rng(2).uniform(size=(ROWS, 3))
     inside[[3, 20, 49], 1] = 1.5  # in the first, a middle and the last batch
     scores = est.score_samples(inside)

@@ -1,0 +1,29 @@
+"""diagnose: what went wrong in a finished run that ended without a NaN.
+
+How the estimator turns the findings into a warning with remedies is tested in
+``tests/estimators/test_divergence.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from skebflow.nn._architectures import build_fc
+from skebflow.training._config import TrainResult
+from skebflow.training._diagnostics import diagnose
+
+
+def test_diagnose_sees_samples_far_outside_the_data():
+    flow = build_fc(3, n_blocks=1).double()
+    with torch.no_grad():
+        flow.layers[0].weight.mul_(1e-4)  # the inverse stretches base draws 10^4 times
+    result = TrainResult(flow=flow, loss_curve=[1.0, 0.5], validation_scores=[-3.0, -2.0])
+    y = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = diagnose(
+        result,
+        initial_score=-4.0,
+        flow=flow,
+        y_train=y,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert len(seen) == 1 and seen[0].startswith("samples reach")
