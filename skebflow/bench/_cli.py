@@ -64,7 +64,11 @@ from skebflow.bench._peers import NSF_CONFIG
 from skebflow.bench._quality import (
     DEFAULT_MODELS,
     EBFLOW_MODELS,
+    GRID_EXPANSION,
+    GRID_KDE_MAX_TRAIN,
+    GRID_POINTS,
     IMAGE_MODELS,
+    OBJECTIVE_MODELS,
     POLISH_FRACTION,
     run_quality,
 )
@@ -266,6 +270,7 @@ def _inference(args: argparse.Namespace, log: Callable[[str], None]) -> int:
 _MODEL_ALIASES = {
     "default": DEFAULT_MODELS,
     "score": EBFLOW_MODELS[1:],
+    "objectives": OBJECTIVE_MODELS,
     "all": (*DEFAULT_MODELS, *EBFLOW_MODELS[1:]),
     "images": ("EBFlow", *IMAGE_MODELS, "KernelDensity", "GaussianMixture"),
 }
@@ -304,6 +309,8 @@ def _quality(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     config.update(jobs=args.jobs, threads=args.threads, quick=args.quick, seconds=seconds)
     config.update(nsf=NSF_CONFIG, polish_fraction=POLISH_FRACTION)
     config.update(kde_bandwidths=KDE_BANDWIDTHS.tolist(), gmm_components=BIC_COMPONENTS)
+    config["grid_integral"] = {"points_per_axis": GRID_POINTS, "box_expansion": GRID_EXPANSION}
+    config["grid_integral"]["kde_max_train"] = GRID_KDE_MAX_TRAIN
     payload = {"benchmark": "quality", "command": sys.argv, "machine": machine}
     payload.update(config=config, summary=summary, runs=records)
     header = [
@@ -385,8 +392,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["default"],
         choices=[*_MODEL_ALIASES, *DEFAULT_MODELS, *EBFLOW_MODELS[1:], *IMAGE_MODELS],
-        help="rows, or default (EBFlow and the peers), score (the score-matching rows), all, "
-        "images (the FC default, the conv and glow flows and the classical peers; digits)",
+        help="rows, or default (EBFlow and the peers), score (the score-matching rows), "
+        "objectives (EBFlow, EBFlow-ssm, EBFlow-dsm, EBFlow-fdssm: each objective against ML), "
+        "all, images (the FC default, the conv and glow flows and the classical peers; digits)",
     )
     quality.add_argument("--jobs", type=int, default=2, help="worker processes (joblib)")
     quality.add_argument("--n-train", type=int, default=None, help="toy and teacher size")

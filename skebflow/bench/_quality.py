@@ -30,6 +30,20 @@ variants) fit ``architecture="conv"`` or ``"glow"`` with the data set's ``image_
 and ``preprocessing="logit"`` on its box (digits only; skipped elsewhere). Digits rows
 also get bits per dimension in the report. A fit that raises is recorded with its error
 and never stops the benchmark.
+
+Recorded besides, for choosing an objective:
+
+* against maximum likelihood, per EBFlow row and seed: the held-out log-likelihood minus
+  that of its ML row on the same data (:func:`ml_reference`: ``EBFlow`` for the tabular
+  rows, ``EBFlow-conv`` or ``EBFlow-glow`` for the image rows), in nats per sample and per
+  dimension, and the NLL's excess over ML's as a percentage of ``|NLL_ML|``;
+* whether the fit warned with a :class:`~skebflow.exceptions.DivergenceWarning`, and
+  whether it raised a ``FloatingPointError`` (a failed fit, with its error);
+* on the 2-D sets, the mass of the fitted density on the box 1.5 times the training data's
+  range per axis (:func:`expanded_box`, :func:`grid_integral`: 300 × 300 cells), about 1
+  for a density that keeps its mass near the data. The KernelDensity peer gets it only up
+  to :data:`GRID_KDE_MAX_TRAIN` training points (each of the 90,000 grid points costs a
+  kernel per training point).
 """
 
 from __future__ import annotations
@@ -48,8 +62,21 @@ from threadpoolctl import threadpool_limits
 from skebflow.bench._peers import NSF_CONFIG, PeerUnavailableError, fit_nsf
 from skebflow.bench._tasks import QualitySet
 from skebflow.estimators import EBFlowDensity
+from skebflow.exceptions import DivergenceWarning
 
-__all__ = ["DEFAULT_MODELS", "EBFLOW_MODELS", "IMAGE_MODELS", "run_quality"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "EBFLOW_MODELS",
+    "GRID_EXPANSION",
+    "GRID_KDE_MAX_TRAIN",
+    "GRID_POINTS",
+    "IMAGE_MODELS",
+    "OBJECTIVE_MODELS",
+    "expanded_box",
+    "grid_integral",
+    "ml_reference",
+    "run_quality",
+]
 
 _SCORE_OBJECTIVES = ("ssm", "dsm", "fdssm")
 #: The EBFlow rows: the default estimator, each score-matching objective, and polished.
@@ -58,6 +85,8 @@ EBFLOW_MODELS: tuple[str, ...] = (
     *(f"EBFlow-{o}" for o in _SCORE_OBJECTIVES),
     *(f"EBFlow-{o}+ml" for o in _SCORE_OBJECTIVES),
 )
+#: The score-matching comparison: the default (ML) and each objective alone, unpolished.
+OBJECTIVE_MODELS: tuple[str, ...] = EBFLOW_MODELS[: 1 + len(_SCORE_OBJECTIVES)]
 #: The rows of a plain run: the default estimator and the peers.
 DEFAULT_MODELS: tuple[str, ...] = ("EBFlow", "KernelDensity", "GaussianMixture", "NSF")
 #: Image flows (data sets with an ``image_shape`` only): ``EBFlow-<architecture>`` is
@@ -69,6 +98,89 @@ IMAGE_MODELS: tuple[str, ...] = tuple(
 #: Length of the ML polish, as a fraction of the epochs of the score-matching fit.
 POLISH_FRACTION = 0.2
 _QUICK_EPOCHS = 2
+#: Cells per axis of the grid integral on the 2-D sets.
+GRID_POINTS = 300
+#: Box of the grid integral: the training data's range per axis, its half-widths times this.
+GRID_EXPANSION = 1.5
+#: The KernelDensity peer's grid integral is computed up to this many training points.
+GRID_KDE_MAX_TRAIN = 2000
+
+
+# ------------------------------------------------------------------------- grid integral
+def expanded_box(X: np.ndarray, factor: float = GRID_EXPANSION) -> tuple[np.ndarray, np.ndarray]:
+    """Return the box around the range of ``X`` per axis, its half-widths times ``factor``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        The data (the training sample).
+    factor : float, default=1.5
+        Scale of the half-widths about the centre of the range.
+
+    Returns
+    -------
+    low, high : ndarray of shape (n_features,)
+        The corners of the box.
+
+    Examples
+    --------
+    >>> low, high = expanded_box(np.array([[0.0, -1.0], [2.0, 1.0]]))
+    >>> low.tolist(), high.tolist()
+    ([-0.5, -1.5], [2.5, 1.5])
+    """
+    X = np.asarray(X, dtype=np.float64)
+    centre = (X.max(axis=0) + X.min(axis=0)) / 2
+    half = factor * (X.max(axis=0) - X.min(axis=0)) / 2
+    return centre - half, centre + half
+
+
+def grid_integral(
+    log_density: Callable[[np.ndarray], np.ndarray],
+    low: np.ndarray,
+    high: np.ndarray,
+    n: int = GRID_POINTS,
+) -> float:
+    """Integrate ``exp(log_density)`` over a box by the midpoint rule on ``n`` cells per axis.
+
+    Parameters
+    ----------
+    log_density : callable
+        ``log_density(points) -> log p``, points of shape ``(n ** D, D)`` (a model's
+        ``score_samples``).
+    low, high : array-like of shape (D,)
+        Corners of the box. Meant for D = 2 (``n ** D`` evaluations).
+    n : int, default=300
+        Cells per axis; the density is evaluated at their centres.
+
+    Returns
+    -------
+    float
+        The mass of the density in the box: about 1 for a density whose mass lies in it.
+
+    Raises
+    ------
+    FloatingPointError
+        When a log-density on the grid is NaN or ``+inf`` (``-inf``, zero density, is
+        fine).
+
+    Examples
+    --------
+    >>> def gaussian(x):
+    ...     return -0.5 * (x**2).sum(axis=1) - np.log(2 * np.pi)
+    >>> round(grid_integral(gaussian, [-8.0, -8.0], [8.0, 8.0]), 6)
+    1.0
+    >>> round(grid_integral(gaussian, [0.0, -8.0], [8.0, 8.0]), 6)
+    0.5
+    """
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    steps = (high - low) / n
+    axes = [lo + step * (np.arange(n) + 0.5) for lo, step in zip(low, steps, strict=True)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+    values = np.asarray(log_density(points), dtype=np.float64)
+    bad = int(np.sum(np.isnan(values) | (values == np.inf)))
+    if bad:
+        raise FloatingPointError(f"{bad} of {len(values)} grid log-densities are nan or +inf")
+    return float(np.exp(values).sum() * np.prod(steps))
 
 
 # ------------------------------------------------------------------------------- fitting
@@ -130,10 +242,13 @@ def _measure(
     record = {"dataset": qset.name, "group": qset.group, "features": qset.features}
     record.update(model=name, seed=seed, n_train=len(train), n_test=len(test))
     record.update(status="ok", error=None)
+    if name.startswith("EBFlow"):
+        record.update(ml_reference=ml_reference(name), diverged=False, divergence_warnings=[])
+    record["floating_point_error"] = False
     start = time.perf_counter()
     model = None
     try:
-        model = fit()
+        model = _recording_divergence(fit, record)
         record["fit_seconds"] = time.perf_counter() - start
         values = np.asarray(model.score_samples(test), dtype=np.float64)
         if not np.all(np.isfinite(values)):
@@ -150,9 +265,39 @@ def _measure(
         model = None
     except (FloatingPointError, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        record["floating_point_error"] = isinstance(exc, FloatingPointError)
         model = None
     record.setdefault("fit_seconds", time.perf_counter() - start)
+    if model is not None and qset.features == 2:
+        _record_grid_integral(name, model, train, record)
     return model, record
+
+
+def _recording_divergence(fit: Callable[[], object], record: dict) -> object:
+    """Run ``fit``; note its DivergenceWarnings in ``record``, pass the other warnings on."""
+    seen: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", DivergenceWarning)
+            return fit()
+    finally:  # also when the fit raised; outside the recording, so the others are shown
+        for w in seen:
+            if issubclass(w.category, DivergenceWarning):
+                record["diverged"] = True
+                record.setdefault("divergence_warnings", []).append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _record_grid_integral(name: str, model: object, train: np.ndarray, record: dict) -> None:
+    """Record the mass of the fitted density on the expanded box of the training data."""
+    if name == "KernelDensity" and len(train) > GRID_KDE_MAX_TRAIN:
+        record["grid_integral_skipped"] = f"KernelDensity on more than {GRID_KDE_MAX_TRAIN} points"
+        return
+    try:
+        record["grid_integral"] = grid_integral(model.score_samples, *expanded_box(train))
+    except (FloatingPointError, RuntimeError, ValueError) as exc:
+        record["grid_integral_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _run_pair(
@@ -208,13 +353,60 @@ def _models_on(
         _, record = _measure(qset, polished, seed, data, lambda m=model: _polish(m, train))
         record["fit_seconds"] += first["fit_seconds"]
         record["n_iter"] = record.get("n_iter", 0) + model.n_iter_
+        record["diverged"] = first["diverged"] or record["diverged"]
+        record["divergence_warnings"] = first["divergence_warnings"] + record["divergence_warnings"]
         records.append(record)
+    _add_ml_gaps(records)
     return records
+
+
+def ml_reference(name: str) -> str:
+    """Name the maximum-likelihood row an EBFlow row is compared with.
+
+    Parameters
+    ----------
+    name : str
+        An EBFlow row: one of :data:`EBFLOW_MODELS` or :data:`IMAGE_MODELS`.
+
+    Returns
+    -------
+    str
+        ``"EBFlow"`` for the tabular rows; the image architecture's own row
+        (``"EBFlow-conv"``, ``"EBFlow-glow"``: ML on these sizes) for the image rows.
+
+    Examples
+    --------
+    >>> ml_reference("EBFlow-dsm+ml"), ml_reference("EBFlow-glow-ssm")
+    ('EBFlow', 'EBFlow-glow')
+    """
+    if name in IMAGE_MODELS:
+        return "EBFlow-" + name.removeprefix("EBFlow-").partition("-")[0]
+    return "EBFlow"
+
+
+def _add_ml_gaps(records: list[dict]) -> None:
+    """Add each EBFlow row's gap to its ML row (same data set and seed) to its record."""
+    lls = {r["model"]: r["loglik"] for r in records if r["status"] == "ok"}
+    for record in records:
+        reference = record.get("ml_reference")
+        if record["status"] != "ok" or reference in (None, record["model"]) or reference not in lls:
+            continue
+        ml = lls[reference]
+        gap = record["loglik"] - ml
+        record.update(gap_to_ml=gap, gap_to_ml_per_dim=gap / record["features"])
+        if ml != 0.0:
+            record["nll_gap_to_ml_percent"] = 100.0 * -gap / abs(ml)
 
 
 def _line(record: dict) -> str:
     outcome = record["error"] if record["status"] != "ok" else f"{record['loglik']:.4f}"
     truth = f" (truth {record['true_loglik']:.4f})" if "true_loglik" in record else ""
+    if "gap_to_ml" in record:
+        truth += f" ({record['gap_to_ml']:+.4f} vs {record['ml_reference']})"
+    if "grid_integral" in record:
+        truth += f" (grid mass {record['grid_integral']:.4f})"
+    if record.get("diverged"):
+        truth += " (DivergenceWarning)"
     return (
         f"{record['dataset']} seed {record['seed']} {record['model']}: {outcome}{truth} "
         f"[{record['fit_seconds']:.1f} s]"
@@ -263,6 +455,15 @@ def run_quality(
         ``"skipped"``), ``error``, ``fit_seconds``, ``loglik``, ``loglik_se`` (test
         sampling), for known densities ``true_loglik``, ``excess``, ``excess_per_dim``,
         and what the model chose (``n_iter``, ``bandwidth``, ``n_components``, ...).
+        Also ``floating_point_error`` (the fit or its scores raised a
+        ``FloatingPointError``: a failed fit). EBFlow rows add ``ml_reference`` (see
+        :func:`ml_reference`), ``diverged`` and ``divergence_warnings`` (the messages of
+        the fit's :class:`~skebflow.exceptions.DivergenceWarning`; a ``+ml`` row's cover
+        both of its fits) and, when both it and its ML row succeeded, ``gap_to_ml``
+        (``loglik`` minus the ML row's, nats per sample), ``gap_to_ml_per_dim`` and
+        ``nll_gap_to_ml_percent`` (``100 (NLL - NLL_ML) / |NLL_ML|``). On 2-D sets:
+        ``grid_integral`` (:func:`grid_integral` over :func:`expanded_box` of the training
+        data), or ``grid_integral_skipped`` or ``grid_integral_error`` saying why not.
     """
     peers = dict(peers or {})
     known = set(EBFLOW_MODELS) | set(IMAGE_MODELS) | {"NSF"} | set(peers)
