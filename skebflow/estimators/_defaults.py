@@ -24,12 +24,14 @@ __all__ = [
     "AUTO_IMAGE_OBJECTIVE",
     "AUTO_IMAGE_SM_MIN_FEATURES",
     "AUTO_MIN_SINGULAR_VALUE",
+    "AUTO_SMOOTH_ARCHITECTURE",
     "AUTO_SPLINE_MAX_FEATURES",
     "AUTO_SSM_MIN_FEATURES",
     "DEFAULT_LEARNING_RATES",
     "DEGENERATE_JITTER",
     "DEQUANTIZED_LOGIT_EPS",
     "PLATEAU_PATIENCE_FRACTION",
+    "SECOND_ORDER_OBJECTIVES",
     "SINGLE_THREAD_MAX_FEATURES",
     "SQUEEZED_ARCHITECTURES",
     "auto_architecture",
@@ -46,6 +48,15 @@ AUTO_SPLINE_MAX_FEATURES = 128
 #: by maximum likelihood, whose held-out likelihood was the best wherever it was measured
 #: and whose step costs only a few SSM steps below this size on a CPU.
 AUTO_SSM_MIN_FEATURES = 2048
+#: The objectives whose loss holds the score's derivative (a Hessian trace, or its
+#: slices): their integration-by-parts identity needs a twice-differentiable energy. A
+#: rational-quadratic spline's log-derivative has a derivative that jumps at every knot,
+#: which autograd's trace misses, so on the spline flow these objectives minimize the
+#: wrong quantity (``tests/nn/test_second_derivatives.py``, ``docs/defaults.md``).
+SECOND_ORDER_OBJECTIVES = ("sm", "ssm")
+#: ``architecture="auto"`` for :data:`SECOND_ORDER_OBJECTIVES` up to
+#: :data:`AUTO_SPLINE_MAX_FEATURES` features: affine couplings with smooth conditioners.
+AUTO_SMOOTH_ARCHITECTURE = "coupling"
 #: ``architecture="auto"`` with ``image_shape`` given: the paper's CNN.
 AUTO_IMAGE_ARCHITECTURE = "conv"
 #: From this many features (pixels × channels) on, ``objective="auto"`` trains an image
@@ -98,19 +109,26 @@ PLATEAU_PATIENCE_FRACTION = 0.25
 DEGENERATE_JITTER = 1e-3
 
 
-def auto_architecture(n_features: int, *, image: bool = False) -> str:
+def auto_architecture(n_features: int, *, image: bool = False, objective: str = "ml") -> str:
     """``architecture="auto"``: the spline flow up to 128 features, the FC flow above.
 
-    With ``image=True`` (``image_shape`` given) the paper's CNN, ``"conv"``.
+    With ``image=True`` (``image_shape`` given) the paper's CNN, ``"conv"``. Up to 128
+    features, the objectives of :data:`SECOND_ORDER_OBJECTIVES` get
+    :data:`AUTO_SMOOTH_ARCHITECTURE` instead of the spline flow, whose energy is not twice
+    differentiable.
 
     Examples
     --------
     >>> auto_architecture(2), auto_architecture(784), auto_architecture(784, image=True)
     ('spline', 'fc', 'conv')
+    >>> auto_architecture(2, objective="ssm"), auto_architecture(784, objective="ssm")
+    ('coupling', 'fc')
     """
     if image:
         return AUTO_IMAGE_ARCHITECTURE
-    return "spline" if n_features <= AUTO_SPLINE_MAX_FEATURES else "fc"
+    if n_features > AUTO_SPLINE_MAX_FEATURES:
+        return "fc"
+    return AUTO_SMOOTH_ARCHITECTURE if objective in SECOND_ORDER_OBJECTIVES else "spline"
 
 
 def auto_objective(n_features: int, *, image: bool = False) -> str:

@@ -91,7 +91,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         paper's CNN (7×7 convolutions, smooth leaky ReLUs, 2×2 squeezes), ``"glow"`` a
         multi-scale Glow. The linear layers are unconstrained and enter only the
         log-normalizer. ``"auto"``: ``"conv"`` with ``image_shape``, else ``"spline"``
-        up to 128 features and ``"fc"`` above (``docs/defaults.md``).
+        up to 128 features and ``"fc"`` above; for ``objective="ssm"`` or ``"sm"``,
+        whose loss needs a twice-differentiable energy (a spline's is not), ``"coupling"``
+        instead of ``"spline"`` (``docs/defaults.md``).
     n_blocks : int or None, default=None
         Number of blocks (``None``: 4 for spline, autoregressive and coupling, 2 for fc,
         3 for conv and 2 levels for glow, fewer if the image allows fewer 2×2 squeezes).

@@ -164,8 +164,9 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
     image_shape = resolve_image_shape(params["image_shape"], n_features)
     architecture = params["architecture"]
     if architecture == "auto":
-        architecture = auto.auto_architecture(n_features, image=image_shape is not None)
-    image = architecture in IMAGE_ARCHITECTURES
+        image = image_shape is not None
+    else:
+        image = architecture in IMAGE_ARCHITECTURES
     if image and image_shape is None:
         raise ValueError(
             f"architecture={architecture!r} reads each row of X as an image: pass "
@@ -175,6 +176,8 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
     objective = params["objective"]
     if objective == "auto":
         objective = auto.auto_objective(n_features, image=image)
+    if architecture == "auto":
+        architecture = auto.auto_architecture(n_features, image=image, objective=objective)
     device = resolve_device(params["device"])
     learning_rate = params["learning_rate"]
     if learning_rate == "auto":

@@ -79,3 +79,21 @@ def test_the_settings_are_frozen():
     settings = resolve_settings(EBFlowDensity().get_params(), 2)
     with pytest.raises(AttributeError):
         settings.objective = "ssm"
+
+
+@pytest.mark.parametrize(
+    ("objective", "n_features", "architecture"),
+    [
+        ("ssm", 2, "coupling"),
+        ("sm", 64, "coupling"),
+        ("ssm", 129, "fc"),
+        ("dsm", 2, "spline"),
+        ("fdssm", 2, "spline"),
+        ("ml", 2, "spline"),
+    ],
+)
+def test_second_order_objectives_get_a_smooth_architecture(objective, n_features, architecture):
+    """SSM and SM need a twice-differentiable energy (tests/nn/test_second_derivatives.py)."""
+    assert _resolved(EBFlowDensity(objective=objective), n_features) == (architecture, objective)
+    explicit = EBFlowDensity(objective=objective, architecture="spline")
+    assert _resolved(explicit, 2)[0] == "spline"  # an explicit choice is kept
