@@ -78,6 +78,21 @@ def event_sum(values: Tensor, batch_dims: int) -> Tensor:
     return values.flatten(batch_dims).sum(-1)
 
 
+class PassFlag:
+    """Whether the score's reverse pass runs: what a custom backward keeps of the tape.
+
+    A backward function's autograd context may keep this flag, never the tape itself:
+    the tape holds tensors whose graph leads back to that context, a reference cycle
+    through autograd's graph that Python's collector cannot free (a leak of every
+    step's tape).
+    """
+
+    __slots__ = ("score_pass",)
+
+    def __init__(self) -> None:
+        self.score_pass = False
+
+
 class TangentTape:
     """What the first-order tangent pass records for the score's reverse pass.
 
@@ -85,9 +100,12 @@ class TangentTape:
     ----------
     point : Tensor
         The leaf at which the score is taken (the flow's input).
+    flag : PassFlag
+        ``flag.score_pass`` is ``True`` while the score's reverse pass runs (custom
+        backward functions read it from their autograd context, not from thread-local
+        state; they keep the flag, not the tape).
     score_pass : bool
-        ``True`` while the score's reverse pass runs (custom backward functions read it
-        from their autograd context, not from thread-local state).
+        The flag's value.
     ladj, curvature : Tensor or None
         Sums of the nonlinear layers' log-determinants ``(n,)`` and of their curvature
         terms ``(S, n)``.
@@ -98,11 +116,20 @@ class TangentTape:
 
     def __init__(self, point: Tensor) -> None:
         self.point = point
-        self.score_pass = False
+        self.flag = PassFlag()
         self.ladj: Tensor | None = None
         self.curvature: Tensor | None = None
         self.outputs: list[Tensor] = []
         self.sources: list[Tensor] = []
+
+    @property
+    def score_pass(self) -> bool:
+        """Whether the score's reverse pass runs."""
+        return self.flag.score_pass
+
+    @score_pass.setter
+    def score_pass(self, value: bool) -> None:
+        self.flag.score_pass = value
 
     def record(self, output: Tensor, ladj: Tensor, curvature: Tensor, source: Tensor) -> None:
         """Add one nonlinear layer's terms."""

@@ -204,7 +204,9 @@ class _DenseStreams(torch.autograd.Function):
     ``score_input=True`` ``x`` is the point at which the score is taken: its gradient is
     computed in the score's reverse pass only, never when the loss is differentiated.
     ``tape.score_pass`` tells the two apart (carried in the autograd context, not in
-    thread-local state: on accelerators backward functions run on device threads).
+    thread-local state: on accelerators backward functions run on device threads). The
+    context keeps the tape's :class:`~skebflow.nn._base.PassFlag`, not the tape, whose
+    tensors lead back to the context (a cycle the collector cannot free).
     """
 
     @staticmethod
@@ -213,7 +215,7 @@ class _DenseStreams(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         ctx.save_for_backward(weight, x, dx)
         ctx.set_materialize_grads(False)
-        ctx.score_input, ctx.tape = score_input, tape
+        ctx.score_input, ctx.flag = score_input, tape.flag
         return F.linear(x, weight), F.linear(dx, weight)
 
     @staticmethod
@@ -222,7 +224,7 @@ class _DenseStreams(torch.autograd.Function):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         weight, x, dx = ctx.saved_tensors
         need_weight, need_x, need_dx, _, _ = ctx.needs_input_grad
-        input_only = ctx.tape.score_pass
+        input_only = ctx.flag.score_pass
         need_x = need_x and (input_only or not ctx.score_input)
         grad_x = grad_y @ weight if need_x and grad_y is not None else None
         grad_dx = grad_dy @ weight if need_dx and grad_dy is not None else None
