@@ -1,4 +1,7 @@
-"""The benchmarks behind ``python -m skebflow bench`` (speed, nll, truth, quality)."""
+"""The benchmarks behind ``python -m skebflow bench``.
+
+The subcommands: speed, nll, truth, quality, inference and anytime.
+"""
 
 from skebflow.bench._baselines import QUALITY_PEERS
 from skebflow.bench._cli import main

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality} [options]``.
+"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality,inference,anytime} [options]``.
 
 ``speed``
     Time per training step of every objective on the paper's FC flow (batch 100) at
@@ -20,6 +20,10 @@
     the score-matching objectives) against KernelDensity, a BIC-selected GaussianMixture
     and a zuko neural spline flow on 2-D toys, scikit-learn tables and Gaussian-mixture
     teachers; see :mod:`skebflow.bench._quality`.
+anytime
+    Held-out NLL against training seconds of every objective on the same flow and data,
+    and the time each needs to come within 1 % of ML's final NLL; see
+    python -m skebflow bench anytime --help.
 
 Each writes ``<name>.json`` (machine, command, configuration, every measurement),
 ``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
@@ -51,6 +55,22 @@ import sklearn
 import torch
 from threadpoolctl import threadpool_limits
 
+from skebflow.bench._anytime import (
+    ANYTIME_OBJECTIVES,
+    ANYTIME_TASKS,
+    BATCH_SIZE,
+    DEFAULT_BUDGETS,
+    EMA_DECAY,
+    FIRST_CHECKPOINT_FRACTION,
+    LEARNING_RATE,
+    N_CHECKPOINTS,
+    QUICK_CHECKPOINTS,
+    TARGET_FRACTION,
+    anytime_markdown,
+    make_anytime_tasks,
+    plot_anytime,
+    run_anytime,
+)
 from skebflow.bench._baselines import BASELINES, BIC_COMPONENTS, KDE_BANDWIDTHS, QUALITY_PEERS
 from skebflow.bench._inference import (
     INFERENCE_FEATURES,
@@ -78,6 +98,7 @@ from skebflow.bench._speed import SPEED_OBJECTIVES, run_speed
 from skebflow.bench._speed_report import plot_speed, speed_markdown
 from skebflow.bench._tasks import QUALITY_GROUPS, make_quality_sets, make_tasks
 from skebflow.bench._truth import TRUTH_OBJECTIVES, run_truth, truth_markdown
+from skebflow.objectives import OBJECTIVES
 from skebflow.utils import DTYPES, resolve_device
 
 __all__ = ["main"]
@@ -325,6 +346,82 @@ def _quality(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     return 0
 
 
+def _anytime(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    device = resolve_device(args.device)
+    tasks = make_anytime_tasks(tuple(args.tasks), quick=args.quick)
+    checkpoints = QUICK_CHECKPOINTS if args.quick and args.checkpoints is None else args.checkpoints
+    checkpoints = N_CHECKPOINTS if checkpoints is None else checkpoints
+    options = {"n_checkpoints": checkpoints, "seed": args.seed, "device": device}
+    options.update(dtype=DTYPES[args.dtype], learning_rate=args.learning_rate)
+    options.update(barrier=not args.no_barrier, budget=args.budget)
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(device)
+        results = run_anytime(tasks, tuple(args.objectives), **options, log=log)
+    seconds = time.perf_counter() - start
+    config = {"tasks": [t.name for t in tasks], "objectives": list(args.objectives)}
+    config.update(budget=args.budget, default_budgets=DEFAULT_BUDGETS, quick=args.quick)
+    config.update(checkpoints=checkpoints, first_checkpoint_fraction=FIRST_CHECKPOINT_FRACTION)
+    config.update(seed=args.seed, dtype=args.dtype, learning_rate=args.learning_rate)
+    config.update(batch_size=BATCH_SIZE, ema_decay=EMA_DECAY, target_fraction=TARGET_FRACTION)
+    config.update(barrier=not args.no_barrier, seconds=seconds)
+    payload = {"benchmark": "anytime", "command": sys.argv, "machine": machine, "config": config}
+    payload["results"] = results
+    header = [
+        f"Wall time {seconds / 60:.1f} min on {machine['cpu_count']} CPU(s) ({machine['cpu']}), "
+        f"device {device}, {machine['torch_threads']} torch thread(s); load average at the "
+        f"start {machine['load_average_start']}.",
+        "",
+    ]
+    folder = Path(args.output)
+    _write(folder, "anytime", payload, "\n".join(header) + anytime_markdown(results))
+    if not args.no_plot:
+        for path in plot_anytime(results, folder, log):
+            log(f"wrote {path}")
+    log(f"wrote {folder / 'anytime.json'} and {folder / 'anytime.md'} ({seconds:.0f} s)")
+    return 0
+
+
+_ANYTIME_TASK_LINES = "\n".join(
+    f"  {name:<13} the paper's {flow} on {shape} digits".ljust(56)
+    + f"{DEFAULT_BUDGETS[name]:g} s per objective"
+    for name, flow, shape in (
+        ("fc-784", "FC flow", "1x28x28"),
+        ("fc-3072", "FC flow", "3x32x32"),
+        ("conv-1x28x28", "CNN", "1x28x28"),
+        ("conv-3x32x32", "CNN", "3x32x32"),
+    )
+)
+_ANYTIME_HELP = f"""\
+Held-out NLL against training wall-clock time, for each objective.
+
+For each task, every objective trains a fresh copy of the same initial flow with the
+same recipe (Adam, learning rate {LEARNING_RATE:g}, batch {BATCH_SIZE}, EMA {EMA_DECAY:g},
+gradient-norm clipping; each objective's own options; the score-matching objectives with the
+estimator's default singular-value barrier) for a wall-clock budget. At {N_CHECKPOINTS}
+checkpoints, geometric in training time, the exact held-out NLL of the kept (EMA) flow
+is computed in float64 on a fixed test set (nats per image and bits per dimension).
+The training clock counts everything a training step does and stops during the
+checkpoint evaluations.
+
+Tasks (scikit-learn's 8x8 digits resized by bilinear interpolation, rounded to integers,
+dequantized and logit-mapped; nothing is downloaded), with their default budgets:
+{_ANYTIME_TASK_LINES}
+With --quick every task runs on 4x4 images for a fraction of a second per objective.
+
+Report, per task: the time each objective needs to come within {100 * TARGET_FRACTION:g} % of ML's
+final held-out NLL (or "not reached in the budget"), the time from which it stays there,
+when ML's curve first gets to each objective's final NLL, ML's and each objective's
+final NLL, steps per second, and the time of one exact log-normalizer (what an
+estimator's per-epoch validation adds). Files in --output: anytime.json, anytime.md
+and, when matplotlib is installed, anytime-<task>.png. On a CPU shared with other jobs,
+--threads 1 keeps the timings steady.
+
+Example:
+  python -m skebflow bench anytime --tasks fc-784 --budget 120 --threads 1 --output out
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m skebflow bench", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -334,10 +431,17 @@ def _parser() -> argparse.ArgumentParser:
     truth = commands.add_parser("truth", help="each objective's optimum, from the truth")
     quality = commands.add_parser("quality", help="held-out likelihood of EBFlow and peers")
     inference = commands.add_parser("inference", help="rows/s and peak memory of inference")
+    anytime = commands.add_parser(
+        "anytime",
+        help="held-out NLL against training seconds of every objective",
+        description=_ANYTIME_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     subcommands = ((speed, None), (nll, 1), (truth, None), (quality, 1), (inference, 1))
+    subcommands += ((anytime, None),)
     for sub, default_threads in subcommands:
         sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
-        if sub in (speed, nll):
+        if sub in (speed, nll, anytime):
             sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
         if sub not in (quality, inference):
             sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
@@ -405,6 +509,36 @@ def _parser() -> argparse.ArgumentParser:
     inference.add_argument("--memory-rows", type=int, default=1_000_000)
     inference.add_argument("--memory-features", type=int, default=64)
     inference.add_argument("--no-memory", action="store_true", help="throughput only")
+    anytime.add_argument(
+        "--tasks", nargs="+", choices=ANYTIME_TASKS, default=list(ANYTIME_TASKS), metavar="TASK"
+    )
+    anytime.add_argument(
+        "--objectives",
+        nargs="+",
+        choices=sorted(OBJECTIVES),
+        default=list(ANYTIME_OBJECTIVES),
+        help="ml is the reference of the 1 %% target (default: ml ssm dsm fdssm)",
+    )
+    anytime.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="training seconds per objective (default: the task's, see above)",
+    )
+    anytime.add_argument(
+        "--checkpoints",
+        type=int,
+        default=None,
+        help=f"evaluations per objective after the untrained one (default: {N_CHECKPOINTS}, "
+        f"--quick {QUICK_CHECKPOINTS})",
+    )
+    anytime.add_argument("--seed", type=int, default=0, help="split, noise and test draws")
+    anytime.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
+    anytime.add_argument(
+        "--no-barrier", action="store_true", help="no singular-value barrier for any objective"
+    )
+    anytime.add_argument("--no-plot", action="store_true")
     return parser
 
 
@@ -425,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
     commands = {"speed": _speed, "nll": _nll, "truth": _truth, "quality": _quality}
-    commands["inference"] = _inference
+    commands.update(inference=_inference, anytime=_anytime)
     return commands[args.command](args, log)
 
 
