@@ -393,14 +393,15 @@ class _Run:
         """Evaluate the kept (EMA) flow; the evaluation's time is recorded, not trained."""
         start = clock()
         nll = float(evaluate(self.trainer.kept))
+        finite = math.isfinite(nll)
         self.points.append(
             {
                 "seconds": self.seconds,
                 "steps": self.trainer.n_steps,
-                "nll": nll if math.isfinite(nll) else None,
-                "bits_per_dim": nll / (self.features * math.log(2.0))
-                if math.isfinite(nll)
-                else None,
+                # JSON has no NaN: a non-finite NLL is kept as its text and counted.
+                "nll": nll if finite else None,
+                "nonfinite_nll": None if finite else repr(nll),
+                "bits_per_dim": nll / (self.features * math.log(2.0)) if finite else None,
                 "evaluation_seconds": clock() - start,
             }
         )
@@ -514,7 +515,7 @@ def run_task(
         dict per objective with ``objective``, ``points`` (``seconds``, ``steps``, ``nll``,
         ``bits_per_dim``, ``evaluation_seconds`` per checkpoint; the first is the untrained
         flow at 0 s), ``training_seconds``, ``steps``, ``steps_per_second``,
-        ``n_skipped``, ``final_nll``,
+        ``n_skipped``, ``n_nonfinite_checkpoints``, ``final_nll``,
         ``final_bits_per_dim``, ``best_nll``, ``error``, ``target`` (:func:`time_to_target`,
         or ``None`` without a reference), ``time_ratio_to_ml`` (its time to the target over
         ML's) and ``ml_seconds_to_final`` (when ML's curve first gets to this final NLL).
@@ -601,6 +602,7 @@ def _summary(run: _Run) -> dict:
         "steps": steps,
         "steps_per_second": steps / run.seconds if run.seconds > 0 else None,
         "n_skipped": run.n_skipped,
+        "n_nonfinite_checkpoints": sum(p["nonfinite_nll"] is not None for p in run.points),
         "final_nll": final["nll"],
         "final_bits_per_dim": final["bits_per_dim"],
         "best_nll": min(finite) if finite else None,
@@ -735,6 +737,8 @@ def anytime_markdown(results: Sequence[dict]) -> str:
             rate = run["steps_per_second"]
             cost = None if not rate else result["log_normalizer_ms"] * 1e-3 * rate
             name = run["objective"] + (f" (failed: {run['error'][:40]})" if run["error"] else "")
+            if run.get("n_nonfinite_checkpoints"):
+                name += f" ({run['n_nonfinite_checkpoints']} checkpoints with a non-finite NLL)"
             ratio = format_number(run["time_ratio_to_ml"])
             bits = format_number(run["final_bits_per_dim"], 4)
             lines.append(

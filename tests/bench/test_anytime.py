@@ -279,10 +279,30 @@ def test_the_table_says_when_a_target_is_not_reached():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device (none in CI)",
+)
 def test_anytime_runs_on_cuda():
     task = make_anytime_tasks(("conv-3x32x32",), quick=True)[0]
     result = run_task(task, ("ml", "ssm"), budget=0.05, n_checkpoints=2, device="cuda", log=quiet)
     for run in result["runs"]:
         assert run["error"] is None and run["steps"] >= 1
         assert all(is_finite_float(p["nll"]) for p in run["points"])
+
+
+def test_a_non_finite_checkpoint_is_recorded_and_reported_not_dropped():
+    task = make_anytime_tasks(("fc-784",), quick=True)[0]
+    calls = iter([1.0, math.nan, 2.0, math.inf] * 10)
+
+    def evaluate(flow):
+        return next(calls)
+
+    result = run_task(
+        task, ("ml",), budget=0.05, n_checkpoints=3, warmup=0, evaluate=evaluate, log=quiet
+    )
+    (run,) = result["runs"]
+    texts = [p["nonfinite_nll"] for p in run["points"]]
+    assert texts[1] == "nan" and texts[0] is None
+    assert run["n_nonfinite_checkpoints"] == sum(t is not None for t in texts) >= 1
+    assert "checkpoints with a non-finite NLL" in anytime_markdown([result])
