@@ -207,6 +207,8 @@ def _fresh_flow(estimator: BaseEstimator, architecture: str, n_features: int) ->
         hidden_features=estimator.hidden_features,
         image_shape=resolve_image_shape(estimator.image_shape, n_features),
         generator=torch.Generator().manual_seed(0),
+        # Files written before the whitening existed have no ``whiten_``: no whitening.
+        whiten=getattr(estimator, "whiten_", False),
     )
     return flow.to(torch.float64)
 

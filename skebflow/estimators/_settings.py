@@ -20,7 +20,7 @@ import torch
 
 import skebflow.estimators._defaults as auto
 from skebflow.estimators._divergence import remedies
-from skebflow.nn import ARCHITECTURES, IMAGE_ARCHITECTURES, EnergyFlow
+from skebflow.nn import ARCHITECTURES, IMAGE_ARCHITECTURES, EnergyFlow, Whitening
 from skebflow.objectives import barrier_applies, bind_objective, make_regularizers
 from skebflow.preprocessing import Chain, make_preprocessing
 from skebflow.training import LossFn, Regularizer, TrainConfig
@@ -63,6 +63,7 @@ class FitSettings:
     bounds: tuple | None
     dequantize: bool
     match_after_preprocessing: bool
+    whiten: bool
     learning_rate: float
     batch_size: int | str
     ema_decay: float | str | None
@@ -82,7 +83,13 @@ class FitSettings:
     @property
     def trainer_key(self) -> tuple:
         """What a kept trainer must share with a warm start to be continued."""
-        return (self.architecture, str(self.device), self.dtype, self.match_after_preprocessing)
+        return (
+            self.architecture,
+            str(self.device),
+            self.dtype,
+            self.match_after_preprocessing,
+            self.whiten,
+        )
 
     def batch_and_ema(self, n_train: int) -> tuple[int, float | None]:
         """Return the batch size and EMA decay for ``n_train`` training rows."""
@@ -138,6 +145,7 @@ class FitSettings:
             hidden_features=self.hidden_features,
             image_shape=self.image_shape,
             generator=generator,
+            whiten=self.whiten,
         )
 
     def build_chain(self) -> Chain:
@@ -178,6 +186,7 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
         objective = auto.auto_objective(n_features, image=image)
     if architecture == "auto":
         architecture = auto.auto_architecture(n_features, image=image, objective=objective)
+    whiten = _whiten(params, objective, architecture, image=image)
     device = resolve_device(params["device"])
     learning_rate = params["learning_rate"]
     if learning_rate == "auto":
@@ -201,6 +210,7 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
         bounds=_bounds_pair(params["bounds"]),
         dequantize=params["dequantize"],
         match_after_preprocessing=params["match_after_preprocessing"],
+        whiten=whiten,
         learning_rate=learning_rate,
         batch_size=params["batch_size"],
         ema_decay=params["ema_decay"],
@@ -233,6 +243,28 @@ def _barrier(objective: str, params: Mapping[str, object]) -> float | None:
     return auto.AUTO_MIN_SINGULAR_VALUE if params["preprocessing"] is not None else None
 
 
+def _whiten(
+    params: Mapping[str, object], objective: str, architecture: str, *, image: bool
+) -> bool:
+    """Resolve the ``whiten`` parameter; a ``ValueError`` where it cannot apply."""
+    match = bool(params["match_after_preprocessing"])
+    if params["whiten"] == "auto":
+        return auto.auto_whiten(
+            objective, architecture=architecture, match_after_preprocessing=match
+        )
+    if params["whiten"] and image:
+        raise ValueError(
+            "whiten=True applies to tabular flows; an image flow keeps its pixels' layout. "
+            "Use whiten=False or 'auto' with image_shape or an image architecture."
+        )
+    if params["whiten"] and not match:
+        raise ValueError(
+            "whiten=True needs match_after_preprocessing=True: the whitening is fitted to "
+            "the preprocessed data, where the objective is measured."
+        )
+    return bool(params["whiten"])
+
+
 def _bounds_pair(bounds: object) -> tuple | None:
     """Validate the ``bounds`` parameter: ``None`` or a pair ``(low, high)``."""
     if bounds is None:
@@ -250,11 +282,14 @@ def build_flow(
     hidden_features: int,
     image_shape: tuple[int, int, int] | None,
     generator: torch.Generator,
+    whiten: bool = False,
 ) -> EnergyFlow:
     """Build the untrained flow of an estimator (``fit``, ``partial_fit`` and ``load``).
 
     ``n_blocks=None`` takes the builder's own default (for the image flows: as many
-    blocks as the image allows 2×2 squeezes, at most the default).
+    blocks as the image allows 2×2 squeezes, at most the default). With ``whiten`` the
+    flow starts with a :class:`~skebflow.nn.Whitening` (the identity until the training
+    run fits it to the data).
 
     Examples
     --------
@@ -271,7 +306,10 @@ def build_flow(
         options["n_blocks"] = n_blocks
     if architecture in _HIDDEN:
         options["hidden_features"] = hidden_features
-    return ARCHITECTURES[architecture](n_features, **options)
+    flow = ARCHITECTURES[architecture](n_features, **options)
+    if whiten:
+        flow = EnergyFlow([Whitening(n_features), *flow.layers], n_features)
+    return flow
 
 
 def build_chain(

@@ -21,6 +21,7 @@ its fitted attributes in one place.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -31,11 +32,11 @@ import torch
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from torch import Tensor
 
-from skebflow.estimators._defaults import DEGENERATE_JITTER
+from skebflow.estimators._defaults import DEGENERATE_JITTER, WHITENING_MIN_VARIANCE
 from skebflow.estimators._divergence import warn_divergence
 from skebflow.estimators._settings import FitSettings
 from skebflow.exceptions import TrainingDivergedError
-from skebflow.nn import EnergyFlow
+from skebflow.nn import EnergyFlow, Whitening
 from skebflow.preprocessing import Chain, find_degeneracy, with_preprocessing, without_preprocessing
 from skebflow.training import PrepareFn, ScoreFn, Trainer, TrainResult, diagnose
 from skebflow.utils import as_tensor, intra_op_threads, user_stacklevel
@@ -140,6 +141,8 @@ class TrainingRun:
         flow = settings.build_flow(cpu_generator)
         chain.check(x_all.to(settings.device))
         jitter = 0.0 if settings.dequantize else _degenerate_jitter(chain, x_train, settings)
+        if settings.whiten:
+            _fit_whitening(flow, chain, x_train, jitter, settings)
         return cls(settings, chain, flow, jitter, len(x_train), incremental=incremental)
 
     @classmethod
@@ -159,8 +162,13 @@ class TrainingRun:
         A ``kept`` run of a warm fit with the same architecture, device, dtype and
         ``match_after_preprocessing`` continues exactly (its optimizer moments, schedule,
         EMA, barrier and random stream; changed hyperparameters apply); otherwise a new
-        run starts from a copy of ``flow`` with a new optimizer.
+        run starts from a copy of ``flow`` with a new optimizer. The flow keeps its
+        whitening map, or its lack of one.
         """
+        # The fitted flow keeps its whitening (or its lack of one), whatever ``whiten``
+        # resolves to now: a warm start continues the same model.
+        whitened = bool(flow.layers) and isinstance(flow.layers[0], Whitening)
+        settings = dataclasses.replace(settings, whiten=whitened)
         chain = chain.to(device=settings.device, dtype=torch.float64)
         chain.check(x_all.to(settings.device))
         if kept is not None and not kept.incremental:
@@ -434,6 +442,26 @@ def _degenerate_jitter(chain: Chain, x_train: Tensor, settings: FitSettings) -> 
         stacklevel=user_stacklevel(),
     )
     return DEGENERATE_JITTER
+
+
+def _fit_whitening(
+    flow: EnergyFlow, chain: Chain, x_train: Tensor, jitter: float, settings: FitSettings
+) -> None:
+    """Fit the flow's leading :class:`~skebflow.nn.Whitening` to the training rows.
+
+    In the units the objective sees: after the preprocessing (with one draw of the
+    dequantization noise when ``dequantize``), the jitter's variance added. Fitted in
+    float64 before the flow is cast to the training dtype.
+    """
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed + 3)
+    x = x_train.to(settings.device)
+    with torch.no_grad():
+        if settings.dequantize:
+            x = chain.augment(x, generator)
+        y = chain.forward(x)[0]
+    flow.layers[0].to(device=settings.device, dtype=torch.float64).fit(
+        y, min_variance=WHITENING_MIN_VARIANCE, noise=jitter
+    )
 
 
 def _untrained_score(trainer: Trainer, score_fn: ScoreFn | None) -> float | None:

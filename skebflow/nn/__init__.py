@@ -29,7 +29,7 @@ from skebflow.nn._base import (
 from skebflow.nn._conv import Conv1x1, Conv2d
 from skebflow.nn._coupling import AffineCoupling, smooth_mlp
 from skebflow.nn._flow import EnergyFlow
-from skebflow.nn._linear import ActNorm, Dense, Permutation
+from skebflow.nn._linear import ActNorm, Dense, Permutation, Whitening
 from skebflow.nn._splines import (
     RationalQuadraticCoupling,
     check_spline_options,
@@ -57,6 +57,7 @@ __all__ = [
     "SmoothLeakyReLU",
     "Split",
     "TangentTape",
+    "Whitening",
     "build_autoregressive",
     "build_coupling",
     "build_fc",

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from skebflow.nn._base import Layer, Split
+from skebflow.nn._linear import Whitening
 
 __all__ = ["EnergyFlow"]
 
@@ -231,6 +232,39 @@ class EnergyFlow(nn.Module):
         if log_normalizer is None:
             log_normalizer = self.log_normalizer()
         return -self.energy(y) - log_normalizer
+
+    def after_whitening(self, y: Tensor) -> tuple[EnergyFlow, Tensor]:
+        r"""Return the flow past a leading :class:`~skebflow.nn._linear.Whitening`, and ``y`` there.
+
+        A flow whose first layer is a fixed whitening map is trained in the whitened
+        coordinates: the objectives measure their loss on the remaining layers (a flow
+        that shares them) at the whitened points. Any other flow returns itself and
+        ``y``. The two log-densities differ by the constant :math:`\log|\det W|`.
+
+        Parameters
+        ----------
+        y : Tensor of shape (n, *event_shape)
+            Data.
+
+        Returns
+        -------
+        flow : EnergyFlow
+            The layers after the whitening (``self`` without one).
+        y : Tensor
+            The whitened data (``y`` itself without one).
+
+        Examples
+        --------
+        >>> from skebflow.nn._linear import Dense
+        >>> flow = EnergyFlow([Whitening(2), Dense(2)], features=2)
+        >>> body, u = flow.after_whitening(torch.ones(3, 2))
+        >>> len(body.layers), u.shape
+        (1, torch.Size([3, 2]))
+        """
+        if not self.layers or not isinstance(self.layers[0], Whitening):
+            return self, y
+        whitening, *rest = self.layers
+        return EnergyFlow(rest, event_shape=self.event_shape), whitening.map(y)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from skebflow.nn import EnergyFlow
 from skebflow.objectives._likelihood import EnergyModel, mean_energy, ml, sml
 from skebflow.objectives._regularizers import SingularValueBarrier
 from skebflow.objectives._score_matching import dsm, fdssm, sm, ssm
@@ -124,7 +125,9 @@ def bind_objective(
     for ``"fdssm"``), and the ones not given keep the objective's defaults. ``"floor"``
     binds :func:`~skebflow.objectives._likelihood.mean_energy`. The loss is a pure
     function; regularizers with state (the barrier) come from :func:`make_regularizers`
-    and are added by the trainer.
+    and are added by the trainer. On an :class:`~skebflow.nn.EnergyFlow` that starts with
+    a fixed :class:`~skebflow.nn.Whitening`, the loss is measured in the whitened
+    coordinates (:meth:`~skebflow.nn.EnergyFlow.after_whitening`).
 
     Parameters
     ----------
@@ -166,6 +169,8 @@ def bind_objective(
         raise ValueError(f"Unknown objective {name!r}; choose from {sorted(OBJECTIVES)}.")
 
     def loss(model: EnergyModel, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        if isinstance(model, EnergyFlow):
+            model, y = model.after_whitening(y)
         return function(model, y, generator=generator, **bound)
 
     return loss

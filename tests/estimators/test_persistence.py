@@ -29,6 +29,8 @@ CONFIGS = {
     "logit-bounds-dequantize": {"preprocessing": "logit", "bounds": (0, 15), "dequantize": True},
     "no-preprocessing": {"preprocessing": None},
     "inside-ssm": {"match_after_preprocessing": False, "objective": "ssm"},
+    "whitened-dsm": {"objective": "dsm"},
+    "whitened-ml": {"whiten": True},
 }
 
 

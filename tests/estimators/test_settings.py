@@ -89,6 +89,9 @@ def test_the_settings_are_frozen():
         ("ssm", 129, "fc"),
         ("dsm", 2, "spline"),
         ("fdssm", 2, "spline"),
+        ("dsm", 3, "coupling"),
+        ("fdssm", 128, "coupling"),
+        ("dsm", 129, "fc"),
         ("ml", 2, "spline"),
     ],
 )
@@ -97,3 +100,41 @@ def test_second_order_objectives_get_a_smooth_architecture(objective, n_features
     assert _resolved(EBFlowDensity(objective=objective), n_features) == (architecture, objective)
     explicit = EBFlowDensity(objective=objective, architecture="spline")
     assert _resolved(explicit, 2)[0] == "spline"  # an explicit choice is kept
+
+
+@pytest.mark.parametrize(
+    ("params", "n_features", "whiten"),
+    [
+        ({"objective": "dsm"}, 2, False),  # the spline flow keeps the data's axes
+        ({"objective": "dsm"}, 3, True),
+        ({"objective": "ssm"}, 2, True),
+        ({"objective": "ssm"}, 30, True),
+        ({"objective": "dsm", "architecture": "autoregressive"}, 30, False),
+        ({"objective": "fdssm"}, 300, True),
+        ({"objective": "ml"}, 30, False),
+        ({"objective": "ml", "whiten": True}, 30, True),
+        ({"objective": "dsm", "whiten": False}, 30, False),
+        ({"objective": "ssm", "image_shape": (1, 8, 8)}, 64, False),
+        ({"objective": "dsm", "match_after_preprocessing": False}, 3, False),
+    ],
+)
+def test_whiten_auto_whitens_score_matching_on_the_coupling_and_fc_flows(
+    params, n_features, whiten
+):
+    settings = resolve_settings(EBFlowDensity(**params).get_params(), n_features)
+    assert settings.whiten is whiten
+    flow = settings.build_flow(torch.Generator().manual_seed(0))
+    assert (type(flow.layers[0]).__name__ == "Whitening") is whiten
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"whiten": True, "image_shape": (1, 8, 8)}, "tabular flows"),
+        ({"whiten": True, "architecture": "conv", "image_shape": (1, 8, 8)}, "tabular flows"),
+        ({"whiten": True, "match_after_preprocessing": False}, "match_after_preprocessing=True"),
+    ],
+)
+def test_whiten_where_it_cannot_apply_is_a_clear_error(params, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_settings(EBFlowDensity(**params).get_params(), 64)

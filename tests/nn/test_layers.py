@@ -11,15 +11,23 @@ from skebflow.nn._activations import SmoothLeakyReLU
 from skebflow.nn._autoregressive import MaskedAutoregressiveSpline
 from skebflow.nn._base import Layer
 from skebflow.nn._coupling import AffineCoupling
-from skebflow.nn._linear import ActNorm, Dense, Permutation
+from skebflow.nn._linear import ActNorm, Dense, Permutation, Whitening
 from skebflow.nn._splines import RationalQuadraticCoupling
 from tests.helpers import perturb_
+
+
+def _correlated(n: int, features: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows with correlated columns of unequal scales (what a whitening is fitted to)."""
+    mixing = torch.randn(features, features, generator=generator, dtype=torch.float64)
+    return torch.randn(n, features, generator=generator, dtype=torch.float64) @ mixing + 1.0
+
 
 LAYERS = {
     "dense": lambda d, g: Dense(d),
     "dense-orthogonal": lambda d, g: Dense(d, init="orthogonal", generator=g),
     "actnorm": lambda d, g: ActNorm(d),
     "permutation": lambda d, g: Permutation(d),
+    "whitening": lambda d, g: Whitening(d).double().fit(_correlated(256, d, g)),
     "smooth-leaky-relu": lambda d, g: SmoothLeakyReLU(0.3),
     "smooth-leaky-relu-residual": lambda d, g: SmoothLeakyReLU(0.2, residual=True),
     "coupling-even": lambda d, g: AffineCoupling(d, parity=0, hidden_features=(8,), generator=g),
