@@ -227,7 +227,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     n_skipped_steps_ : int
         Optimizer steps skipped because the loss or a gradient was not finite.
     best_iteration_ : int or None
-        The epoch (1-based) whose weights were kept, when validation was monitored.
+        The epoch (1-based) whose weights were kept, when validation was monitored; 0
+        when no epoch of a new fit beat the untrained flow on the held-out rows, which
+        was then kept (and reported in a :class:`~skebflow.exceptions.DivergenceWarning`).
     objective_ : str
         The objective used (``"auto"`` resolved).
     batch_size_ : int
@@ -242,8 +244,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         The singular-value barrier's threshold used (``"auto"`` resolved; ``None`` for
         the likelihood objectives, on which the barrier never acts).
     divergence_ : list of str
-        What the end-of-fit checks saw (empty for a healthy fit): a kept model worse on
-        the held-out rows than the untrained flow, a training loss that grew by orders of
+        What the end-of-fit checks saw (empty for a healthy fit): no epoch better on the
+        held-out rows than the untrained flow, a training loss that grew by orders of
         magnitude, or samples orders of magnitude outside the data. Each finding is also
         reported in a :class:`~skebflow.exceptions.DivergenceWarning` with
         remedies for this configuration.

@@ -191,8 +191,10 @@ class TrainingRun:
     def fit(self, x_train: Tensor, x_val: Tensor, *, baseline: bool) -> TrainingOutcome:
         """Train until the stopping rule fires or ``max_iter`` epochs ran.
 
-        With ``baseline`` the untrained flow's validation score is taken first, for the
-        end-of-fit check that the kept model is better. Warns about skipped steps, a run
+        With ``baseline`` the untrained flow's validation score is taken first: the
+        untrained flow is a candidate to keep (a whitened flow starts as the Gaussian fit of
+        the data, a model that a short or unstable fit may not beat), and the end-of-fit
+        checks report a fit that did not improve on it. Warns about skipped steps, a run
         that hit ``max_iter`` and a diverged fit; raises ``FloatingPointError`` with this
         configuration's remedies when training meets non-finite numbers it cannot step
         over or the trained flow has a singular linear layer.
@@ -203,7 +205,9 @@ class TrainingRun:
         with intra_op_threads(settings.threads):
             initial_score = _untrained_score(self.trainer, score_fn) if baseline else None
             result = self._guard(
-                lambda: self.trainer.fit(train_data, prepare=prepare, score_fn=score_fn)
+                lambda: self.trainer.fit(
+                    train_data, prepare=prepare, score_fn=score_fn, initial_score=initial_score
+                )
             )
         flow = self._frozen(result.flow)
         log_normalizer = self._log_normalizer(flow)

@@ -55,9 +55,10 @@ def diagnose(
     Returns
     -------
     list of str
-        One line per finding: a kept model worse on the held-out rows than the untrained
-        flow, a training loss that grew by orders of magnitude, or samples far outside
-        the data (or samples that could not be drawn).
+        One line per finding: no epoch better on the held-out rows than the untrained
+        flow (which was then kept, ``best_epoch == 0``) or a kept model worse than it, a
+        training loss that grew by orders of magnitude, or samples far outside the data
+        (or samples that could not be drawn).
 
     Examples
     --------
@@ -76,7 +77,13 @@ def diagnose(
     seen = []
     if initial_score is not None and result.validation_scores:
         best = max(result.validation_scores)
-        if best < initial_score:
+        if result.best_epoch == 0:
+            seen.append(
+                f"no epoch improved on the untrained flow's held-out log-likelihood "
+                f"({initial_score:.4g} per sample; the best epoch reached {best:.4g}), so "
+                "the untrained flow was kept"
+            )
+        elif best < initial_score:
             seen.append(
                 f"the kept model's held-out log-likelihood ({best:.4g} per sample, epoch "
                 f"{result.best_epoch}) is worse than the untrained flow's ({initial_score:.4g})"

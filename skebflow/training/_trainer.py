@@ -201,6 +201,7 @@ class Trainer:
         *,
         prepare: PrepareFn | None = None,
         score_fn: ScoreFn | None = None,
+        initial_score: float | None = None,
     ) -> TrainResult:
         """Run epochs until the stopping rule fires or ``config.max_iter`` epochs ran.
 
@@ -216,6 +217,10 @@ class Trainer:
             When given, it is evaluated on :attr:`kept` after every epoch, drives early
             stopping, and the result holds a copy of the best epoch's weights. Otherwise
             the stopping rule watches the training loss.
+        initial_score : float, optional
+            ``score_fn`` of :attr:`kept` before the first epoch. When given (with
+            ``score_fn``), the model as it was is a candidate too: if no epoch beats it,
+            it is what the result holds, with ``best_epoch = 0``.
 
         Returns
         -------
@@ -234,6 +239,9 @@ class Trainer:
         fit_start = time.perf_counter()
         result = TrainResult(flow=kept)
         best_value, best_state, stall = -math.inf, None, 0
+        if score_fn is not None and initial_score is not None:
+            best_value, best_state = initial_score, copy.deepcopy(kept.state_dict())
+            result.best_epoch = 0
         skipped_before, steps_before = self.n_skipped_steps, self.n_steps
         progress = tqdm(total=config.max_iter, disable=config.verbose != 1, leave=False)
         try:
