@@ -154,8 +154,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         (``docs/defaults.md``). Not for image flows, and only with
         ``match_after_preprocessing=True``.
     learning_rate : float or "auto", default="auto"
-        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows,
-        1e-3 for the FC flow and 1e-2 for conv and glow (``docs/defaults.md``).
+        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows
+        (1e-3 for score matching on the coupling flow), 1e-3 for the FC flow and 1e-2 for
+        conv and glow (``docs/defaults.md``).
     batch_size : int or "auto", default="auto"
         Minibatch size. ``"auto"`` takes about 1/20 of the training rows (about 20 steps
         per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000

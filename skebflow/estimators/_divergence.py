@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 
-from skebflow.estimators._defaults import DEFAULT_LEARNING_RATES
+from skebflow.estimators._defaults import DEFAULT_LEARNING_RATES, auto_learning_rate
 from skebflow.exceptions import DivergenceWarning
 from skebflow.objectives import SCORE_OBJECTIVES
 from skebflow.utils import user_stacklevel
@@ -36,13 +36,15 @@ def remedies(
     --------
     >>> print(remedies(architecture="spline", objective="ml", learning_rate=0.3,
     ...                max_grad_norm=10.0, noise_scale=0.05, preprocessing="standardize"))
-    Try learning_rate=0.003 (the default for architecture='spline'; this fit used 0.3), or max_grad_norm=1.0 (this fit used 10.0).
+    Try learning_rate=0.003 (the default for architecture='spline' with this objective; this fit used 0.3), or max_grad_norm=1.0 (this fit used 10.0).
     """  # noqa: E501
-    default = DEFAULT_LEARNING_RATES.get(architecture)
+    default = None
+    if architecture in DEFAULT_LEARNING_RATES:
+        default = auto_learning_rate(architecture, objective)
     if default is not None and learning_rate > default:
         tips = [
-            f"learning_rate={default:g} (the default for architecture={architecture!r}; "
-            f"this fit used {learning_rate:g})"
+            f"learning_rate={default:g} (the default for architecture={architecture!r} "
+            f"with this objective; this fit used {learning_rate:g})"
         ]
     else:
         tips = [

@@ -190,7 +190,7 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
     device = resolve_device(params["device"])
     learning_rate = params["learning_rate"]
     if learning_rate == "auto":
-        learning_rate = auto.DEFAULT_LEARNING_RATES[architecture]
+        learning_rate = auto.auto_learning_rate(architecture, objective)
     lr_patience = None
     if params["lr_schedule"] == "plateau":
         lr_patience = auto.plateau_patience(params["n_iter_no_change"])

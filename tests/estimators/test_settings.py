@@ -138,3 +138,20 @@ def test_whiten_auto_whitens_score_matching_on_the_coupling_and_fc_flows(
 def test_whiten_where_it_cannot_apply_is_a_clear_error(params, match):
     with pytest.raises(ValueError, match=match):
         resolve_settings(EBFlowDensity(**params).get_params(), 64)
+
+
+@pytest.mark.parametrize(
+    ("params", "n_features", "learning_rate"),
+    [
+        ({"objective": "ml", "architecture": "coupling"}, 3, 3e-3),
+        ({"objective": "dsm"}, 3, auto.SCORE_LEARNING_RATES["coupling"]),
+        ({"objective": "ssm"}, 2, auto.SCORE_LEARNING_RATES["coupling"]),
+        ({"objective": "dsm"}, 2, auto.DEFAULT_LEARNING_RATES["spline"]),
+        ({"objective": "dsm", "learning_rate": 0.01}, 3, 0.01),
+    ],
+)
+def test_auto_learning_rate_is_lower_for_score_matching_on_couplings(
+    params, n_features, learning_rate
+):
+    settings = resolve_settings(EBFlowDensity(**params).get_params(), n_features)
+    assert settings.learning_rate == learning_rate
