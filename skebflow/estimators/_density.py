@@ -154,9 +154,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         (``docs/defaults.md``). Not for image flows, and only with
         ``match_after_preprocessing=True``.
     learning_rate : float or "auto", default="auto"
-        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows
-        (1e-3 for score matching on the coupling flow), 1e-3 for the FC flow and 1e-2 for
-        conv and glow (``docs/defaults.md``).
+        Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows,
+        1e-3 for the FC flow and 1e-2 for conv and glow (``docs/defaults.md``). For the
+        score-matching objectives on the spline, coupling and autoregressive flows it is
+        scaled by ``sqrt(batch_size / 512)`` (below 512 rows per batch): 1.1e-3 for
+        batches of 64.
     batch_size : int or "auto", default="auto"
         Minibatch size. ``"auto"`` takes about 1/20 of the training rows (about 20 steps
         per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000
@@ -513,7 +515,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.objective_ = settings.objective
         self.min_singular_value_ = settings.min_singular_value
         self.image_shape_ = settings.image_shape
-        self.learning_rate_ = settings.learning_rate
+        self.learning_rate_ = outcome.learning_rate
         self.batch_size_ = outcome.batch_size
         self.ema_decay_ = outcome.ema_decay
         self.jitter_ = outcome.jitter

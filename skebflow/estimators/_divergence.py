@@ -26,6 +26,7 @@ def remedies(
     architecture: str,
     objective: str,
     learning_rate: float,
+    batch_size: int,
     max_grad_norm: float | None,
     noise_scale: float,
     preprocessing: str | None,
@@ -34,13 +35,13 @@ def remedies(
 
     Examples
     --------
-    >>> print(remedies(architecture="spline", objective="ml", learning_rate=0.3,
+    >>> print(remedies(architecture="spline", objective="ml", learning_rate=0.3, batch_size=64,
     ...                max_grad_norm=10.0, noise_scale=0.05, preprocessing="standardize"))
     Try learning_rate=0.003 (the default for architecture='spline' with this objective; this fit used 0.3), or max_grad_norm=1.0 (this fit used 10.0).
     """  # noqa: E501
     default = None
     if architecture in DEFAULT_LEARNING_RATES:
-        default = auto_learning_rate(architecture, objective)
+        default = auto_learning_rate(architecture, objective, batch_size)
     if default is not None and learning_rate > default:
         tips = [
             f"learning_rate={default:g} (the default for architecture={architecture!r} "

@@ -46,9 +46,9 @@ class FitSettings:
     The fields are the estimator's parameters of the same names, resolved for
     ``n_features`` features, except ``device`` (a ``torch.device``), ``dtype`` (the
     training dtype), ``seed`` (from ``random_state``) and ``threads`` (the intra-op
-    threads of a CPU fit, ``None`` for torch's setting). ``batch_size`` and
-    ``ema_decay`` may still be ``"auto"``: they depend on the number of training rows
-    (:meth:`batch_and_ema`).
+    threads of a CPU fit, ``None`` for torch's setting). ``batch_size``, ``ema_decay``
+    and ``learning_rate`` may still be ``"auto"``: they depend on the number of training
+    rows (:meth:`batch_and_ema`, :meth:`learning_rate_for`).
     """
 
     n_features: int
@@ -64,7 +64,7 @@ class FitSettings:
     dequantize: bool
     match_after_preprocessing: bool
     whiten: bool
-    learning_rate: float
+    learning_rate: float | str
     batch_size: int | str
     ema_decay: float | str | None
     lr_patience: int | None
@@ -102,11 +102,17 @@ class FitSettings:
             ema_decay = auto.auto_ema_decay(n_train, batch_size)
         return batch_size, ema_decay or None
 
+    def learning_rate_for(self, batch_size: int) -> float:
+        """Return the learning rate of a fit with minibatches of ``batch_size`` rows."""
+        if self.learning_rate == "auto":
+            return auto.auto_learning_rate(self.architecture, self.objective, batch_size)
+        return float(self.learning_rate)
+
     def train_config(self, n_train: int) -> TrainConfig:
         """Return the trainer's configuration for ``n_train`` training rows."""
         batch_size, ema_decay = self.batch_and_ema(n_train)
         return TrainConfig(
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate_for(batch_size),
             batch_size=batch_size,
             max_iter=self.max_iter,
             n_iter_no_change=self.n_iter_no_change,
@@ -125,12 +131,13 @@ class FitSettings:
         """Return the terms the trainer adds to the loss (the singular-value barrier)."""
         return make_regularizers(self.objective, self.min_singular_value)
 
-    def advice(self) -> str:
-        """Return the remedies a failing fit of these settings cites."""
+    def advice(self, batch_size: int) -> str:
+        """Return the remedies a failing fit of these settings (batches of ``batch_size``) cites."""
         return remedies(
             architecture=self.architecture,
             objective=self.objective,
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate_for(batch_size),
+            batch_size=batch_size,
             max_grad_norm=self.max_grad_norm,
             noise_scale=float(self.objective_options["noise_scale"]),
             preprocessing=self.preprocessing,
@@ -164,7 +171,7 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
     --------
     >>> from skebflow import EBFlowDensity
     >>> settings = resolve_settings(EBFlowDensity(random_state=0).get_params(), 2)
-    >>> settings.architecture, settings.objective, settings.learning_rate
+    >>> settings.architecture, settings.objective, settings.learning_rate_for(64)
     ('spline', 'ml', 0.003)
     >>> settings.batch_and_ema(1000)
     (64, 0.9375)
@@ -189,8 +196,6 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
     whiten = _whiten(params, objective, architecture, image=image)
     device = resolve_device(params["device"])
     learning_rate = params["learning_rate"]
-    if learning_rate == "auto":
-        learning_rate = auto.auto_learning_rate(architecture, objective)
     lr_patience = None
     if params["lr_schedule"] == "plateau":
         lr_patience = auto.plateau_patience(params["n_iter_no_change"])

@@ -60,6 +60,7 @@ class TrainingOutcome:
     jitter: float
     batch_size: int
     ema_decay: float | None
+    learning_rate: float
     n_iter: int
     loss_curve: list[float]
     validation_scores: list[float]
@@ -221,7 +222,7 @@ class TrainingRun:
             y_train=y_train,
             generator=torch.Generator(device=device).manual_seed(settings.seed + 2),
         )
-        warn_divergence(findings, settings.advice())
+        warn_divergence(findings, self._advice())
         return self._outcome(flow, log_normalizer, result, findings)
 
     def epoch(self, x: Tensor) -> TrainingOutcome:
@@ -246,6 +247,10 @@ class TrainingRun:
         return self._outcome(flow, self._log_normalizer(flow), history, [])
 
     # --------------------------------------------------------------- internals
+    def _advice(self) -> str:
+        """Return the remedies this run's configuration cites (its batch and learning rate)."""
+        return self.settings.advice(self.trainer.config.batch_size)
+
     def _guard(self, train: Callable[[], object]) -> object:
         """Run ``train``, giving a ``FloatingPointError`` this configuration's remedies.
 
@@ -254,7 +259,7 @@ class TrainingRun:
         try:
             return train()
         except TrainingDivergedError as exc:
-            raise FloatingPointError(f"{exc.seen} {self.settings.advice()}") from exc
+            raise FloatingPointError(f"{exc.seen} {self._advice()}") from exc
 
     def _frozen(self, flow: EnergyFlow) -> EnergyFlow:
         """Return the kept flow without the preprocessing layer: float64, frozen, eval mode."""
@@ -269,7 +274,7 @@ class TrainingRun:
         if not math.isfinite(log_normalizer):
             raise FloatingPointError(
                 "The trained flow has a singular linear layer (log-normalizer "
-                f"{log_normalizer}). {self.settings.advice()}"
+                f"{log_normalizer}). {self._advice()}"
             )
         return log_normalizer
 
@@ -285,6 +290,7 @@ class TrainingRun:
             jitter=self.jitter,
             batch_size=config.batch_size,
             ema_decay=config.ema_decay,
+            learning_rate=config.learning_rate,
             n_iter=result.n_iter,
             loss_curve=list(result.loss_curve),
             validation_scores=list(result.validation_scores),

@@ -65,6 +65,7 @@ def test_remedies_never_recommend_what_is_in_use():
         architecture="fc",
         objective="dsm",
         learning_rate=1e-4,
+        batch_size=64,
         max_grad_norm=1.0,
         noise_scale=0.05,
         preprocessing="standardize",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import skebflow.estimators._defaults as auto
 from skebflow import EBFlowDensity
 from skebflow.estimators._settings import build_flow, resolve_settings
+from tests.helpers import fit_quietly, tiny
 
 
 def _resolved(est: EBFlowDensity, n_features: int) -> tuple[str, str]:
@@ -141,17 +143,25 @@ def test_whiten_where_it_cannot_apply_is_a_clear_error(params, match):
 
 
 @pytest.mark.parametrize(
-    ("params", "n_features", "learning_rate"),
+    ("params", "n_features", "batch_size", "learning_rate"),
     [
-        ({"objective": "ml", "architecture": "coupling"}, 3, 3e-3),
-        ({"objective": "dsm"}, 3, auto.SCORE_LEARNING_RATES["coupling"]),
-        ({"objective": "ssm"}, 2, auto.SCORE_LEARNING_RATES["coupling"]),
-        ({"objective": "dsm"}, 2, auto.DEFAULT_LEARNING_RATES["spline"]),
-        ({"objective": "dsm", "learning_rate": 0.01}, 3, 0.01),
+        ({"objective": "ml", "architecture": "coupling"}, 3, 32, 3e-3),
+        ({"objective": "dsm"}, 3, 512, 3e-3),
+        ({"objective": "dsm"}, 3, 128, 1.5e-3),
+        ({"objective": "ssm"}, 2, 32, 7.5e-4),
+        ({"objective": "fdssm"}, 300, 64, 1e-3),  # the FC flow keeps its rate
+        ({"objective": "dsm", "learning_rate": 0.01}, 3, 64, 0.01),
     ],
 )
-def test_auto_learning_rate_is_lower_for_score_matching_on_couplings(
-    params, n_features, learning_rate
+def test_auto_learning_rate_of_score_matching_shrinks_with_the_batch(
+    params, n_features, batch_size, learning_rate
 ):
     settings = resolve_settings(EBFlowDensity(**params).get_params(), n_features)
-    assert settings.learning_rate == learning_rate
+    assert settings.learning_rate_for(batch_size) == pytest.approx(learning_rate)
+
+
+def test_the_fitted_learning_rate_is_the_one_training_used():
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    est = fit_quietly(tiny(objective="dsm"), X)
+    assert est.batch_size_ == 32
+    assert est.learning_rate_ == pytest.approx(3e-3 * (32 / 512) ** 0.5)
