@@ -35,6 +35,7 @@ __all__ = [
     "DEQUANTIZED_LOGIT_EPS",
     "PLATEAU_PATIENCE_FRACTION",
     "SCORE_BATCH_SCALED_ARCHITECTURES",
+    "SCORE_MAX_LEARNING_RATES",
     "SECOND_ORDER_OBJECTIVES",
     "SINGLE_THREAD_MAX_FEATURES",
     "SQUEEZED_ARCHITECTURES",
@@ -106,11 +107,16 @@ DEFAULT_LEARNING_RATES = {
 #: The architectures on which ``learning_rate="auto"`` of the score-matching objectives
 #: shrinks with the batch: ``DEFAULT_LEARNING_RATES[architecture] * sqrt(batch_size /
 #: AUTO_BATCH_MAX)``, as the noise of a minibatch's gradient grows (a score-matching
-#: loss is far noisier than the likelihood). At 10,000 rows (batches of 512) nothing
-#: changes; on 2,000 rows of moons (batches of 64, 1.1e-3) DSM went from −3.997 (its
-#: first epoch kept) to −3.41 and FDSSM from −3.914 to −3.48 (ML −3.296); on breast
-#: cancer (batches of 32) the coupling flow's fits became steady (``docs/defaults.md``).
+#: loss is far noisier than the likelihood). On 2,000 rows of moons (batches of 64,
+#: 1.1e-3) DSM went from −3.997 (its first epoch kept) to −3.41 and FDSSM from −3.914 to
+#: −3.48 (ML −3.296); the spline flow's fits of 10,000 rows (batches of 512) keep 3e-3
+#: (``docs/defaults.md``).
 SCORE_BATCH_SCALED_ARCHITECTURES = ("spline", "coupling", "autoregressive")
+#: The most ``learning_rate="auto"`` gives score matching on an architecture: on the
+#: whitened coupling flow 1e-3 beat 3e-3 (mixture-64 SSM 0 of 3 seeds kept the start,
+#: against 2 of 3 at 2.1e-3; mixture-16 DSM −21.50 against −22.18; 8 Gaussians SSM −3.87
+#: against −4.11) and held breast cancer's fits steady.
+SCORE_MAX_LEARNING_RATES = {"coupling": 1e-3}
 #: Below this many features a CPU fit trains on one intra-op thread (small operations run
 #: several times faster without thread hand-off); larger models use torch's setting.
 SINGLE_THREAD_MAX_FEATURES = 256
@@ -173,16 +179,23 @@ def auto_architecture(n_features: int, *, image: bool = False, objective: str = 
 def auto_learning_rate(architecture: str, objective: str, batch_size: int) -> float:
     """``learning_rate="auto"``: per architecture; for score matching, scaled by the batch.
 
+    Score matching on :data:`SCORE_BATCH_SCALED_ARCHITECTURES` takes the architecture's
+    rate times ``sqrt(batch_size / 512)`` (below 512 rows per batch), at most
+    :data:`SCORE_MAX_LEARNING_RATES`.
+
     Examples
     --------
     >>> auto_learning_rate("spline", "ml", 64), auto_learning_rate("spline", "dsm", 512)
     (0.003, 0.003)
     >>> round(auto_learning_rate("spline", "dsm", 64), 5), auto_learning_rate("fc", "ssm", 64)
     (0.00106, 0.001)
+    >>> auto_learning_rate("coupling", "ssm", 512), auto_learning_rate("coupling", "dsm", 32)
+    (0.001, 0.00075)
     """
     rate = DEFAULT_LEARNING_RATES[architecture]
     if objective in SCORE_OBJECTIVES and architecture in SCORE_BATCH_SCALED_ARCHITECTURES:
         rate *= math.sqrt(min(1.0, batch_size / AUTO_BATCH_MAX))
+        rate = min(rate, SCORE_MAX_LEARNING_RATES.get(architecture, rate))
     return rate
 
 

@@ -157,8 +157,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Adam's initial step size; ``"auto"`` is 3e-3 for the spline and coupling flows,
         1e-3 for the FC flow and 1e-2 for conv and glow (``docs/defaults.md``). For the
         score-matching objectives on the spline, coupling and autoregressive flows it is
-        scaled by ``sqrt(batch_size / 512)`` (below 512 rows per batch): 1.1e-3 for
-        batches of 64.
+        scaled by ``sqrt(batch_size / 512)`` (below 512 rows per batch: 1.1e-3 for
+        batches of 64), and is at most 1e-3 on the coupling flow.
     batch_size : int or "auto", default="auto"
         Minibatch size. ``"auto"`` takes about 1/20 of the training rows (about 20 steps
         per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000

@@ -9,7 +9,8 @@ from sklearn.exceptions import ConvergenceWarning
 from skebflow import EBFlowDensity
 from skebflow.bench._baselines import QUALITY_PEERS
 from skebflow.datasets._toys import make_toy, toy_log_density
-from tests.helpers import fit_quietly
+from skebflow.exceptions import DivergenceWarning
+from tests.helpers import failing_on, fit_quietly
 
 pytestmark = pytest.mark.slow
 
@@ -34,26 +35,46 @@ def test_flow_beats_gaussian_mixture_and_tuned_kde_on_rings():
     assert flow > gmm and flow > kde, (flow, gmm, kde, truth)
 
 
+#: The issue-23 targets on the 2-D toys: each score-matching objective within this many
+#: nats per sample of maximum likelihood on the same data, ...
+EACH_WITHIN = 0.25
+#: ... and the best of them within this many.
+BEST_WITHIN = 0.10
+SCORE_MATCHING = ("ssm", "dsm", "fdssm")
+
+
+def _objective_gaps(toy: str) -> dict[str, float]:
+    """ML's held-out log-likelihood minus each score-matching objective's (defaults)."""
+    X = make_toy(toy, 2000, random_state=0)
+    X_test = make_toy(toy, 5000, random_state=1)
+    scores = {}
+    for objective in ("ml", *SCORE_MATCHING):
+        est = EBFlowDensity(objective=objective, max_iter=100, random_state=0)
+        scores[objective] = fit_quietly(est, X, ConvergenceWarning).score(X_test)
+    return {o: scores["ml"] - scores[o] for o in SCORE_MATCHING}
+
+
+def test_score_matching_holds_its_own_on_rings():
+    """Every score-matching objective near ML on rings, with no DivergenceWarning.
+
+    Measured (2,000 points): ML −4.259, DSM −4.297, SSM −4.308, FDSSM −4.356.
+    """
+    with failing_on(DivergenceWarning):
+        gaps = _objective_gaps("rings")
+    assert max(gaps.values()) < EACH_WITHIN, gaps
+    assert min(gaps.values()) < BEST_WITHIN, gaps
+
+
 @pytest.mark.xfail(
-    reason="score matching on the default spline flow does not yet learn rings (issue 9)",
+    reason="score matching misses the target on the 8 Gaussians (issue 23): on 2,000 "
+    "points DSM is 0.25, FDSSM 0.33 and SSM 0.87 nats below ML, mostly mass between the "
+    "modes, where the Fisher divergence sees no data",
     strict=True,
 )
-@pytest.mark.parametrize("objective", ["ssm", "dsm", "fdssm"])
-def test_score_matching_learns_a_smooth_density(objective):
-    """On the rings toy each score-matching objective gets within 0.1 nats of the truth.
-
-    (Well-separated modes, such as the 8-Gaussian toy, are a known blind spot of score
-    matching: the Fisher divergence does not see the weights of disconnected modes.)
-    """
-    X = make_toy("rings", 2000, random_state=0)
-    X_test = make_toy("rings", 5000, random_state=1)
-    truth = float(np.mean(toy_log_density("rings", X_test)))
-    est = fit_quietly(
-        EBFlowDensity(objective=objective, max_iter=100, random_state=0), X, ConvergenceWarning
-    )
-    baseline = EBFlowDensity(max_iter=1, random_state=0).fit(X).score(X_test)
-    assert est.score(X_test) > truth - 0.1, (est.score(X_test), truth, baseline)
-    assert est.score(X_test) > baseline + 0.1, (est.score(X_test), truth, baseline)
+def test_score_matching_holds_its_own_on_the_8_gaussians():
+    gaps = _objective_gaps("gaussians")
+    assert max(gaps.values()) < EACH_WITHIN, gaps
+    assert min(gaps.values()) < BEST_WITHIN, gaps
 
 
 def test_default_flow_beats_the_peers_of_bench_quality_on_pinwheel():

@@ -146,8 +146,10 @@ def test_whiten_where_it_cannot_apply_is_a_clear_error(params, match):
     ("params", "n_features", "batch_size", "learning_rate"),
     [
         ({"objective": "ml", "architecture": "coupling"}, 3, 32, 3e-3),
-        ({"objective": "dsm"}, 3, 512, 3e-3),
-        ({"objective": "dsm"}, 3, 128, 1.5e-3),
+        ({"objective": "dsm"}, 2, 512, 3e-3),  # the spline flow
+        ({"objective": "dsm"}, 2, 128, 1.5e-3),
+        ({"objective": "dsm"}, 3, 512, 1e-3),  # the coupling flow: at most 1e-3
+        ({"objective": "dsm"}, 3, 64, 1e-3),
         ({"objective": "ssm"}, 2, 32, 7.5e-4),
         ({"objective": "fdssm"}, 300, 64, 1e-3),  # the FC flow keeps its rate
         ({"objective": "dsm", "learning_rate": 0.01}, 3, 64, 0.01),
