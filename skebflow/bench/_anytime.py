@@ -7,8 +7,11 @@ by :class:`~skebflow.training.Trainer` with one recipe for all (Adam, learning r
 :data:`LEARNING_RATE`, batch :data:`BATCH_SIZE`, EMA :data:`EMA_DECAY`, gradient-norm
 clipping at ``TrainConfig``'s default; each objective's own options from
 :func:`~skebflow.objectives.bind_objective`; for the score-matching objectives the
-estimator's default singular-value barrier, :data:`~skebflow.estimators.AUTO_MIN_SINGULAR_VALUE`),
-within a wall-clock budget per objective.
+estimator's default singular-value barrier, :data:`~skebflow.estimators.AUTO_MIN_SINGULAR_VALUE`,
+and, where the estimator's ``whiten="auto"`` would (the FC flow), a fixed
+:class:`~skebflow.nn.Whitening` in front of the flow, fitted to one dequantized pass of the
+training images, its fit counted on the objective's clock), within a wall-clock budget per
+objective.
 
 **The clock.** A training clock per objective runs across everything a training step does
 (minibatch gather, dequantization noise and the logit map, loss, regularizers, backward,
@@ -58,8 +61,8 @@ from torch.nn import functional
 from skebflow.bench._speed import PAPER_CNN
 from skebflow.bench._tasks import _rng, format_number
 from skebflow.datasets import load_digits_integer
-from skebflow.estimators import AUTO_MIN_SINGULAR_VALUE
-from skebflow.nn import ARCHITECTURES, EnergyFlow
+from skebflow.estimators import AUTO_MIN_SINGULAR_VALUE, auto_whiten
+from skebflow.nn import ARCHITECTURES, EnergyFlow, Whitening
 from skebflow.objectives import bind_objective, make_regularizers
 from skebflow.preprocessing import Chain, make_preprocessing
 from skebflow.training import TrainConfig, Trainer
@@ -345,6 +348,7 @@ class _Run:
     device: torch.device
     features: int
     seconds: float = 0.0
+    whitening_seconds: float = 0.0
     n_skipped: int = 0
     error: str | None = None
     points: list[dict] = field(default_factory=list)
@@ -464,6 +468,7 @@ def run_task(
     dtype: torch.dtype = torch.float32,
     learning_rate: float = LEARNING_RATE,
     barrier: bool = True,
+    whiten: bool = True,
     warmup: int = 1,
     log: Callable[[str], None] = print,
     clock: Clock = time.perf_counter,
@@ -494,6 +499,10 @@ def run_task(
         Adam's learning rate, the same for every objective.
     barrier : bool, default=True
         Give the score-matching objectives the estimator's default singular-value barrier.
+    whiten : bool, default=True
+        Train the objectives that the estimator's ``whiten="auto"`` whitens (score
+        matching on the FC flow) behind a fixed whitening map; its fit is counted on each
+        such objective's clock.
     warmup : int, default=1
         Untimed steps of each objective on a throwaway copy before its clock starts, so
         that one-time costs of the process (lazy initializations, the first call of a
@@ -512,9 +521,10 @@ def run_task(
         ``task``, ``architecture``, ``image_shape``, ``features``, ``n_train``, ``n_test``,
         ``budget``, ``checkpoints`` (the scheduled times), ``log_normalizer_ms``,
         ``reference_nll`` (ML's final NLL, or ``None``), ``target_nll`` and ``runs``: one
-        dict per objective with ``objective``, ``points`` (``seconds``, ``steps``, ``nll``,
-        ``bits_per_dim``, ``evaluation_seconds`` per checkpoint; the first is the untrained
-        flow at 0 s), ``training_seconds``, ``steps``, ``steps_per_second``,
+        dict per objective with ``objective``, ``whitening_seconds`` (0 without one),
+        ``points`` (``seconds``, ``steps``, ``nll``, ``bits_per_dim``,
+        ``evaluation_seconds`` per checkpoint; the first is the untrained flow, at 0 s or
+        once its whitening is fitted), ``training_seconds``, ``steps``, ``steps_per_second``,
         ``n_skipped``, ``n_nonfinite_checkpoints``, ``final_nll``,
         ``final_bits_per_dim``, ``best_nll``, ``error``, ``target`` (:func:`time_to_target`,
         or ``None`` without a reference), ``time_ratio_to_ml`` (its time to the target over
@@ -549,15 +559,40 @@ def run_task(
     config = TrainConfig(learning_rate=learning_rate, batch_size=BATCH_SIZE, ema_decay=EMA_DECAY)
     threshold = AUTO_MIN_SINGULAR_VALUE if barrier else None
 
+    whitened: dict[str, tuple[EnergyFlow, float]] = {}
+
+    def start_flow(objective: str) -> tuple[EnergyFlow, float]:
+        """Return the objective's initial flow and its whitening's seconds (0 without)."""
+        if not (
+            whiten
+            and auto_whiten(
+                objective, architecture=task.architecture, match_after_preprocessing=True
+            )
+        ):
+            return initial, 0.0
+        if "flow" not in whitened:
+            begin = clock()
+            generator = torch.Generator(device=device).manual_seed(seed + 2)
+            with torch.no_grad():
+                y = chain.forward(chain.augment(train, generator))[0]
+            layer = Whitening(task.features).to(device=device, dtype=torch.float64).fit(y)
+            _synchronize(device)
+            seconds = clock() - begin
+            whitened["flow"] = (EnergyFlow([layer, *initial.layers], task.features), seconds)
+        return whitened["flow"]
+
     def make_run(objective: str) -> _Run:
+        flow, seconds = start_flow(objective)
         trainer = Trainer(
-            copy.deepcopy(initial).to(device=device, dtype=dtype).train(),
+            copy.deepcopy(flow).to(device=device, dtype=dtype).train(),
             bind_objective(objective),
             config,
             generator=torch.Generator(device=device).manual_seed(seed + 1),
             regularizers=make_regularizers(objective, threshold),
         )
-        return _Run(objective, trainer, train, prepare, device, task.features)
+        run = _Run(objective, trainer, train, prepare, device, task.features)
+        run.seconds = run.whitening_seconds = seconds  # on the clock from the start
+        return run
 
     runs = []
     for objective in objectives:
@@ -597,6 +632,7 @@ def _summary(run: _Run) -> dict:
     steps = run.trainer.n_steps
     return {
         "objective": run.objective,
+        "whitening_seconds": run.whitening_seconds,
         "points": run.points,
         "training_seconds": run.seconds,
         "steps": steps,

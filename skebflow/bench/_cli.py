@@ -353,7 +353,7 @@ def _anytime(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     checkpoints = N_CHECKPOINTS if checkpoints is None else checkpoints
     options = {"n_checkpoints": checkpoints, "seed": args.seed, "device": device}
     options.update(dtype=DTYPES[args.dtype], learning_rate=args.learning_rate)
-    options.update(barrier=not args.no_barrier, budget=args.budget)
+    options.update(barrier=not args.no_barrier, whiten=not args.no_whiten, budget=args.budget)
     start = time.perf_counter()
     with _threads(args.threads):
         machine = _machine(device)
@@ -364,7 +364,7 @@ def _anytime(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     config.update(checkpoints=checkpoints, first_checkpoint_fraction=FIRST_CHECKPOINT_FRACTION)
     config.update(seed=args.seed, dtype=args.dtype, learning_rate=args.learning_rate)
     config.update(batch_size=BATCH_SIZE, ema_decay=EMA_DECAY, target_fraction=TARGET_FRACTION)
-    config.update(barrier=not args.no_barrier, seconds=seconds)
+    config.update(barrier=not args.no_barrier, whiten=not args.no_whiten, seconds=seconds)
     payload = {"benchmark": "anytime", "command": sys.argv, "machine": machine, "config": config}
     payload["results"] = results
     header = [
@@ -537,6 +537,11 @@ def _parser() -> argparse.ArgumentParser:
     anytime.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     anytime.add_argument(
         "--no-barrier", action="store_true", help="no singular-value barrier for any objective"
+    )
+    anytime.add_argument(
+        "--no-whiten",
+        action="store_true",
+        help="no whitening map in front of the FC flow for the score-matching objectives",
     )
     anytime.add_argument("--no-plot", action="store_true")
     return parser

@@ -14,6 +14,7 @@ from skebflow.estimators._defaults import (
     DEFAULT_LEARNING_RATES,
     DEGENERATE_JITTER,
     DEQUANTIZED_LOGIT_EPS,
+    auto_whiten,
 )
 from skebflow.estimators._density import EBFlowDensity
 from skebflow.estimators._imputer import EBFlowImputer
@@ -33,6 +34,7 @@ __all__ = [
     "EBFlowImputer",
     "EBFlowOutlierDetector",
     "ImputationReport",
+    "auto_whiten",
     "load",
     "save",
 ]

@@ -75,7 +75,11 @@ def test_anytime_quick_end_to_end(tmp_path):
         assert ml["time_ratio_to_ml"] == 1.0
         for run in result["runs"]:
             points = run["points"]
-            assert points[0]["seconds"] == 0.0 and points[0]["steps"] == 0
+            # The untrained flow, at 0 s or once its whitening map is fitted (the score
+            # objectives on the FC flow, as the estimator's whiten="auto").
+            assert points[0]["seconds"] == run["whitening_seconds"] and points[0]["steps"] == 0
+            whitened = result["architecture"] == "fc" and run["objective"] != "ml"
+            assert (run["whitening_seconds"] > 0) is whitened
             assert [p["seconds"] for p in points] == sorted(p["seconds"] for p in points)
             if run["error"] is None:
                 assert run["training_seconds"] >= result["budget"]
