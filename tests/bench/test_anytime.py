@@ -310,3 +310,20 @@ def test_a_non_finite_checkpoint_is_recorded_and_reported_not_dropped():
     assert texts[1] == "nan" and texts[0] is None
     assert run["n_nonfinite_checkpoints"] == sum(t is not None for t in texts) >= 1
     assert "checkpoints with a non-finite NLL" in anytime_markdown([result])
+
+
+def test_score_matching_on_the_fc_flow_starts_whitened_unless_asked_not_to():
+    task = make_anytime_tasks(("fc-784",), quick=True)[0]
+    options = {"budget": 0.02, "n_checkpoints": 1, "warmup": 0, "log": quiet}
+    whitened = {r["objective"]: r for r in run_task(task, ("ml", "ssm"), **options)["runs"]}
+    bare = {
+        r["objective"]: r for r in run_task(task, ("ml", "ssm"), whiten=False, **options)["runs"]
+    }
+    assert whitened["ml"]["whitening_seconds"] == 0.0  # ML is not whitened (invariant)
+    assert whitened["ssm"]["whitening_seconds"] > 0.0
+    assert bare["ssm"]["whitening_seconds"] == 0.0
+    # The untrained checkpoints differ: the whitened start is the Gaussian fit of the
+    # data, much better than the bare flow's start; ML's start is the same in both runs.
+    start = {name: run["points"][0]["nll"] for name, run in whitened.items()}
+    assert start["ssm"] < bare["ssm"]["points"][0]["nll"]
+    assert start["ml"] == bare["ml"]["points"][0]["nll"]
