@@ -27,3 +27,29 @@ def test_diagnose_sees_samples_far_outside_the_data():
         generator=torch.Generator().manual_seed(1),
     )
     assert len(seen) == 1 and seen[0].startswith("samples reach")
+
+
+def test_diagnose_says_when_no_epoch_beat_the_untrained_flow():
+    flow = build_fc(3, n_blocks=1).double()
+    y = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kept = TrainResult(flow=flow, loss_curve=[1.0, 0.9], validation_scores=[-3.0, -3.5])
+    kept.best_epoch = 0  # the untrained flow was kept
+    seen = diagnose(
+        kept, initial_score=-2.5, flow=flow, y_train=y, generator=torch.Generator().manual_seed(1)
+    )
+    assert seen == [
+        "no epoch improved on the untrained flow's held-out log-likelihood (-2.5 per sample; "
+        "the best epoch reached -3), so the untrained flow was kept"
+    ]
+    improved = TrainResult(flow=flow, loss_curve=[1.0, 0.9], validation_scores=[-3.0, -2.0])
+    improved.best_epoch = 2
+    assert (
+        diagnose(
+            improved,
+            initial_score=-2.5,
+            flow=flow,
+            y_train=y,
+            generator=torch.Generator().manual_seed(1),
+        )
+        == []
+    )

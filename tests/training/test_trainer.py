@@ -12,7 +12,7 @@ import torch.optim.optimizer as torch_optimizer
 from skebflow.nn._architectures import build_coupling, build_fc
 from skebflow.objectives._registry import OBJECTIVES
 from skebflow.training._ema import EMA
-from skebflow.training._trainer import TrainConfig, train
+from skebflow.training._trainer import TrainConfig, Trainer, train
 
 DTYPE = torch.float64
 
@@ -235,6 +235,29 @@ def test_early_stopping_keeps_the_best_epoch_weights():
     assert modes == [False] * 5  # the score is taken in eval mode
     assert state_equal(result.flow.state_dict(), snapshots[1])
     assert not state_equal(snapshots[1], snapshots[-1])  # the restore is not a no-op
+
+
+@pytest.mark.parametrize(("initial", "best_epoch"), [(4.0, 0), (2.0, 2)])
+def test_the_untrained_model_is_a_candidate_when_its_score_is_given(initial, best_epoch):
+    x, _, _ = gaussian_data(64, seed=6)
+    flow = build_fc(2).double()
+    start = copy.deepcopy(flow.state_dict())
+    snapshots, modes = [], []
+    score_fn = _scripted_score([1.0, 3.0, 2.0, 2.5, 2.9, 3.5], snapshots, modes)
+    config = TrainConfig(
+        learning_rate=0.01, batch_size=16, max_iter=20, n_iter_no_change=3, tol=0.0,
+        ema_decay=None,
+    )  # fmt: skip
+    trainer = Trainer(flow, ml_loss, config, generator=gen())
+    result = trainer.fit(x, score_fn=score_fn, initial_score=initial)
+    assert result.best_epoch == best_epoch
+    if best_epoch == 0:  # no epoch beat the start: the start is what is kept
+        assert result.n_iter == 3 and result.converged
+        assert state_equal(result.flow.state_dict(), start)
+        assert not state_equal(trainer.model.state_dict(), start)  # training did move
+    else:
+        assert result.n_iter == 5
+        assert state_equal(result.flow.state_dict(), snapshots[1])
 
 
 def test_best_epoch_is_the_best_score_even_below_tol():
