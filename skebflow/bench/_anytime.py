@@ -61,7 +61,7 @@ from torch.nn import functional
 from skebflow.bench._speed import PAPER_CNN
 from skebflow.bench._tasks import _rng, format_number
 from skebflow.datasets import load_digits_integer
-from skebflow.estimators import AUTO_MIN_SINGULAR_VALUE, auto_whiten
+from skebflow.estimators import AUTO_MIN_SINGULAR_VALUE, auto_whiten, whitening_covariance
 from skebflow.nn import ARCHITECTURES, EnergyFlow, Whitening
 from skebflow.objectives import bind_objective, make_regularizers
 from skebflow.preprocessing import Chain, make_preprocessing
@@ -575,7 +575,8 @@ def run_task(
             generator = torch.Generator(device=device).manual_seed(seed + 2)
             with torch.no_grad():
                 y = chain.forward(chain.augment(train, generator))[0]
-            layer = Whitening(task.features).to(device=device, dtype=torch.float64).fit(y)
+            layer = Whitening(task.features).to(device=device, dtype=torch.float64)
+            layer.fit(y, covariance=whitening_covariance(y))
             _synchronize(device)
             seconds = clock() - begin
             whitened["flow"] = (EnergyFlow([layer, *initial.layers], task.features), seconds)

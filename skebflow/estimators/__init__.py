@@ -20,6 +20,7 @@ from skebflow.estimators._density import EBFlowDensity
 from skebflow.estimators._imputer import EBFlowImputer
 from skebflow.estimators._outlier import AUTO_CONTAMINATION, EBFlowOutlierDetector
 from skebflow.estimators._persistence import load, save
+from skebflow.estimators._training_run import whitening_covariance
 from skebflow.sampling import ImputationReport
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "auto_whiten",
     "load",
     "save",
+    "whitening_covariance",
 ]

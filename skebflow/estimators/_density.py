@@ -146,7 +146,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         density has the same form, but score matching usually learns a worse one.
     whiten : bool or "auto", default="auto"
         Train in whitened coordinates: a fixed ZCA whitening map, fitted to the
-        preprocessed training data (eigenvalues floored at 1e-4 of their mean), becomes
+        preprocessed training data (eigenvalues floored at 1e-4 of their mean; the
+        Ledoit-Wolf covariance when there are no more rows than features), becomes
         the flow's first layer (:class:`~skebflow.nn.Whitening`), and the objective is
         measured after it. Score matching is not invariant to linear maps of the data
         and trains far better whitened on correlated tables; maximum likelihood is

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from torch import Tensor
 
@@ -41,7 +42,14 @@ from skebflow.preprocessing import Chain, find_degeneracy, with_preprocessing, w
 from skebflow.training import PrepareFn, ScoreFn, Trainer, TrainResult, diagnose
 from skebflow.utils import as_tensor, intra_op_threads, user_stacklevel
 
-__all__ = ["TrainingOutcome", "TrainingRun", "run_fit", "run_partial_fit", "validation_split"]
+__all__ = [
+    "TrainingOutcome",
+    "TrainingRun",
+    "run_fit",
+    "run_partial_fit",
+    "validation_split",
+    "whitening_covariance",
+]
 
 
 @dataclass(frozen=True)
@@ -460,8 +468,9 @@ def _fit_whitening(
     """Fit the flow's leading :class:`~skebflow.nn.Whitening` to the training rows.
 
     In the units the objective sees: after the preprocessing (with one draw of the
-    dequantization noise when ``dequantize``), the jitter's variance added. Fitted in
-    float64 before the flow is cast to the training dtype.
+    dequantization noise when ``dequantize``), the jitter's variance added, with the
+    covariance of :func:`whitening_covariance`. Fitted in float64 before the flow is cast
+    to the training dtype.
     """
     generator = torch.Generator(device=settings.device).manual_seed(settings.seed + 3)
     x = x_train.to(settings.device)
@@ -470,8 +479,30 @@ def _fit_whitening(
             x = chain.augment(x, generator)
         y = chain.forward(x)[0]
     flow.layers[0].to(device=settings.device, dtype=torch.float64).fit(
-        y, min_variance=WHITENING_MIN_VARIANCE, noise=jitter
+        y, min_variance=WHITENING_MIN_VARIANCE, noise=jitter, covariance=whitening_covariance(y)
     )
+
+
+def whitening_covariance(y: Tensor) -> Tensor:
+    """Return the covariance that the whitening of ``y``'s rows is fitted to (float64).
+
+    The sample covariance, unless the rows are no more than the features: then it is
+    singular (rank below the number of rows), and a whitening fitted to it would scale
+    every unseen direction to the floor and give held-out rows there a vanishing density.
+    There the Ledoit-Wolf covariance (:class:`sklearn.covariance.LedoitWolf`, shrunk toward
+    a multiple of the identity) keeps every direction at the data's scale. With more rows
+    the sample covariance is kept: shrinkage would also damp the thin directions that the
+    whitening is there to scale up.
+
+    References
+    ----------
+    .. [1] O. Ledoit, M. Wolf, "A well-conditioned estimator for large-dimensional
+       covariance matrices", Journal of Multivariate Analysis 88 (2004).
+    """
+    if y.shape[0] > y.shape[1]:
+        return torch.cov(y.to(torch.float64).T).reshape(y.shape[1], y.shape[1])
+    estimate = LedoitWolf().fit(y.detach().cpu().numpy().astype(np.float64))
+    return torch.as_tensor(estimate.covariance_, dtype=torch.float64, device=y.device)
 
 
 def _untrained_score(trainer: Trainer, score_fn: ScoreFn | None) -> float | None:

@@ -367,7 +367,14 @@ class Whitening(ConstantJacobianLayer):
         self.register_buffer("log_det", torch.zeros(()))
 
     @torch.no_grad()
-    def fit(self, x: Tensor, *, min_variance: float = 1e-4, noise: float = 0.0) -> Whitening:
+    def fit(
+        self,
+        x: Tensor,
+        *,
+        min_variance: float = 1e-4,
+        noise: float = 0.0,
+        covariance: Tensor | None = None,
+    ) -> Whitening:
         """Fit the map to the rows of ``x`` (at least 2); return ``self``.
 
         Parameters
@@ -379,6 +386,9 @@ class Whitening(ConstantJacobianLayer):
         noise : float, default=0.0
             Standard deviation of Gaussian noise that training adds to every batch (its
             variance is added to the covariance).
+        covariance : Tensor of shape (D, D), optional
+            An estimate of the covariance of ``x`` to use instead of the sample
+            covariance (a shrunk one where the rows are few for ``D``).
         """
         if x.ndim != 2 or x.shape[1] != self.mean.shape[0] or x.shape[0] < 2:
             raise ValueError(
@@ -386,16 +396,15 @@ class Whitening(ConstantJacobianLayer):
                 f"{self.mean.shape[0]} features, got shape {tuple(x.shape)}."
             )
         x64 = x.to(torch.float64)
-        mean = x64.mean(dim=0)
-        covariance = torch.cov(x64.T).reshape(x.shape[1], x.shape[1])
-        covariance = covariance + noise**2 * torch.eye(
-            x.shape[1], dtype=torch.float64, device=x.device
-        )
-        eigenvalues, vectors = torch.linalg.eigh(covariance)
+        if covariance is None:
+            covariance = torch.cov(x64.T).reshape(x.shape[1], x.shape[1])
+        covariance = covariance.to(device=x.device, dtype=torch.float64)
+        eye = torch.eye(x.shape[1], dtype=torch.float64, device=x.device)
+        eigenvalues, vectors = torch.linalg.eigh(covariance + noise**2 * eye)
         scale = eigenvalues.mean().clamp_min(torch.finfo(torch.float64).tiny)
         eigenvalues = eigenvalues.clamp_min(min_variance * scale)
         root = eigenvalues.sqrt()
-        self.mean.copy_(mean)
+        self.mean.copy_(x64.mean(dim=0))
         self.weight.copy_((vectors / root) @ vectors.T)
         self.inverse_weight.copy_((vectors * root) @ vectors.T)
         self.log_det.copy_(-root.log().sum())
