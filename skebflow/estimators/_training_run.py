@@ -37,7 +37,7 @@ from skebflow.estimators._defaults import DEGENERATE_JITTER, WHITENING_MIN_VARIA
 from skebflow.estimators._divergence import warn_divergence
 from skebflow.estimators._settings import FitSettings
 from skebflow.exceptions import TrainingDivergedError
-from skebflow.nn import EnergyFlow, Whitening
+from skebflow.nn import EnergyFlow
 from skebflow.preprocessing import Chain, find_degeneracy, with_preprocessing, without_preprocessing
 from skebflow.training import PrepareFn, ScoreFn, Trainer, TrainResult, diagnose
 from skebflow.utils import as_tensor, intra_op_threads, user_stacklevel
@@ -176,8 +176,7 @@ class TrainingRun:
         """
         # The fitted flow keeps its whitening (or its lack of one), whatever ``whiten``
         # resolves to now: a warm start continues the same model.
-        whitened = bool(flow.layers) and isinstance(flow.layers[0], Whitening)
-        settings = dataclasses.replace(settings, whiten=whitened)
+        settings = dataclasses.replace(settings, whiten=flow.whitened)
         chain = chain.to(device=settings.device, dtype=torch.float64)
         chain.check(x_all.to(settings.device))
         if kept is not None and not kept.incremental:

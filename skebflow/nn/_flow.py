@@ -233,6 +233,11 @@ class EnergyFlow(nn.Module):
             log_normalizer = self.log_normalizer()
         return -self.energy(y) - log_normalizer
 
+    @property
+    def whitened(self) -> bool:
+        """Whether the first layer is a fixed :class:`~skebflow.nn._linear.Whitening`."""
+        return bool(self.layers) and isinstance(self.layers[0], Whitening)
+
     def after_whitening(self, y: Tensor) -> tuple[EnergyFlow, Tensor]:
         r"""Return the flow past a leading :class:`~skebflow.nn._linear.Whitening`, and ``y`` there.
 
@@ -261,7 +266,7 @@ class EnergyFlow(nn.Module):
         >>> len(body.layers), u.shape
         (1, torch.Size([3, 2]))
         """
-        if not self.layers or not isinstance(self.layers[0], Whitening):
+        if not self.whitened:
             return self, y
         whitening, *rest = self.layers
         return EnergyFlow(rest, event_shape=self.event_shape), whitening.map(y)
