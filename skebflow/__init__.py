@@ -16,6 +16,7 @@ from skebflow.estimators import (
     EBFlowImputer,
     EBFlowOutlierDetector,
     load,
+    save,
 )
 from skebflow.exceptions import DivergenceWarning, ModelVersionWarning
 
@@ -27,4 +28,5 @@ __all__ = [
     "ModelVersionWarning",
     "__version__",
     "load",
+    "save",
 ]

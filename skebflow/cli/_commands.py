@@ -38,10 +38,10 @@ def _read(path: str, header: bool | None, usage: str) -> np.ndarray:
     return table.X
 
 
-def _model(path: str, usage: str) -> EBFlowDensity:
+def _model(path: str, usage: str, trust_pickle: bool) -> EBFlowDensity:
     """Load a model; a file that is not one names the expected order of the arguments."""
     try:
-        return load_model(path)
+        return load_model(path, trust_pickle=trust_pickle)
     except WrongKindError as error:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
 
@@ -100,7 +100,7 @@ def score(args: argparse.Namespace) -> int:
     check_input(args.data)
     if args.output:
         check_output(args.output, args.model, args.data)
-    model = _model(args.model, "score MODEL DATA")
+    model = _model(args.model, "score MODEL DATA", args.trust_pickle)
     X = _read(args.data, args.header, "score MODEL DATA")
     _check_columns(model, X, args.data)
     scores = model.score_samples(X)
@@ -129,7 +129,7 @@ def sample(args: argparse.Namespace) -> int:
     """
     check_input(args.model)
     check_output(args.output, args.model)
-    model = _model(args.model, "sample MODEL OUTPUT")
+    model = _model(args.model, "sample MODEL OUTPUT", args.trust_pickle)
     save_array(args.output, model.sample(args.n_samples, random_state=args.seed))
     info(f"{args.n_samples} samples written to {args.output}")
     return 0

@@ -42,8 +42,13 @@ _TORCH_MAGIC = b"PK\x03\x04"  # the zip container of torch.save, hence of skebfl
 _MODEL_KINDS = ("joblib/pickle", "skebflow model")
 #: The note printed when a joblib (pickle) model is loaded.
 JOBLIB_NOTE = (
-    "note: {path} is a joblib/pickle model: loading such a file can run any code it names, "
-    "so load only files you trust (fit now writes skebflow's model format, which cannot)"
+    "note: {path} is a joblib/pickle model, loaded because of --trust-pickle: such a file "
+    "can run any code it names (fit writes skebflow's model format, which cannot)"
+)
+PICKLE_REFUSED = (
+    "{path} is a joblib/pickle file, not a skebflow model file; it was not loaded, because "
+    "unpickling a file can run any code it names. If you trust where it came from, pass "
+    "--trust-pickle (then refit, or save the loaded model with skebflow.save)"
 )
 
 
@@ -270,18 +275,21 @@ def save_array(path: str, array: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- models
-def load_model(path: str) -> EBFlowDensity:
-    """Load a fitted ``EBFlowDensity`` saved by ``fit``, or a joblib file of one.
+def load_model(path: str, *, trust_pickle: bool = False) -> EBFlowDensity:
+    """Load a fitted ``EBFlowDensity`` saved by ``fit``, or (when trusted) a joblib file of one.
 
     The file's content decides its format, not its name: skebflow's model format is read
-    first (:func:`skebflow.load`, which runs no code from the file); a file that is not
-    one but starts like a pickle is loaded with joblib, after a note on stderr that such a
-    file can run code (load only files you trust).
+    first (:func:`skebflow.load`, which runs no code from the file). A file that is not
+    one but starts like a pickle is refused unread, since unpickling it can run any code
+    it names, unless ``trust_pickle`` (``--trust-pickle``): then it is loaded with joblib,
+    after a note on stderr.
 
     Parameters
     ----------
     path : str
         The model file.
+    trust_pickle : bool, default=False
+        Load joblib/pickle files (they can run code: only for files you trust).
 
     Returns
     -------
@@ -298,6 +306,8 @@ def load_model(path: str) -> EBFlowDensity:
     except NotAModelFileError as error:
         if kind != "joblib/pickle":
             raise WrongKindError(f"{path} is not a model file ({first_line(error)})") from error
+        if not trust_pickle:
+            raise DataError(PICKLE_REFUSED.format(path=path)) from None
         model = _load_joblib(path)
     except ValueError as error:
         raise DataError(first_line(error)) from error

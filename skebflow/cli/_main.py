@@ -89,6 +89,16 @@ def _add_common(parser: argparse.ArgumentParser, header: bool = False) -> None:
             )
 
 
+def _add_trust_pickle(parser: argparse.ArgumentParser) -> None:
+    """Add the opt-in for joblib/pickle model files (refused by default: they run code)."""
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also load a joblib/pickle model file (older versions wrote them); unpickling "
+        "runs any code the file names, so only for files you trust",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     """Build the parser of every command but ``bench`` (which has its own)."""
     raw = argparse.RawDescriptionHelpFormatter
@@ -120,12 +130,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a model saved by fit")
     p.add_argument("data", help="CSV or .npy file with the model's columns")
     p.add_argument("--output", help="write the scores to this CSV/.npy file instead")
+    _add_trust_pickle(p)
     _add_common(p, header=True)
     p = command("sample", "Draw samples from a saved model into a CSV or .npy file.", sample)
     p.add_argument("model", help="a model saved by fit")
     p.add_argument("output", help="output CSV or .npy file")
     p.add_argument("--n-samples", type=_positive_int, default=1000, help="rows to draw")
     p.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    _add_trust_pickle(p)
     _add_common(p)
     return parser
 

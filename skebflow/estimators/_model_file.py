@@ -3,19 +3,27 @@
 A pickle (and so a joblib file) names the functions that rebuild its objects, and loading
 it calls them: a crafted file runs whatever it names. A skebflow model file is one
 :func:`torch.save` of a plain dict that holds only ``str``, ``int``, ``float``, ``bool``,
-``None``, lists, dicts and tensors: the format marker and versions (:func:`write_model`)
-around an estimator's record (:mod:`._record`). :func:`read_model` reads it with torch's
-restricted unpickler (``torch.load(..., weights_only=True)``), which refuses every other
-class or function, and checks the marker and the versions. The format, its checks and
-the compatibility policy are described in ``docs/persistence.md``.
+``None``, lists, dicts and tensors: the format marker, the versions and a SHA-256
+checksum of everything else (:func:`write_model`) around an estimator's record
+(:mod:`._record`). :func:`read_model` reads it with torch's restricted unpickler
+(``torch.load(..., weights_only=True)``), which refuses every other class or function,
+then checks the marker, the versions and the checksum before any value is used. A file
+is written to a temporary file in the same folder and renamed over the target, so a
+crash or a full disk leaves the previous file whole. The format, its checks and the
+compatibility policy are described in ``docs/persistence.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
 import pickle
 import re
+import stat
+import struct
+import tempfile
 import warnings
 from collections.abc import Mapping
 
@@ -26,12 +34,15 @@ from skebflow.estimators._record import field
 from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
 from skebflow.utils import user_stacklevel
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "read_model", "write_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "content_checksum", "read_model", "write_model"]
 
 #: The format marker: the value of the key ``"format"`` of every model file.
 FORMAT = "skebflow-model"
-#: The layout version this skebflow writes (and the newest it reads).
-FORMAT_VERSION = 1
+#: The layout version this skebflow writes (and the newest it reads). Version 2 added the
+#: checksum; version 1 files (no checksum) are still read.
+FORMAT_VERSION = 2
+#: The key of the checksum, ``"sha256:<hex digest>"`` of every other entry.
+CHECKSUM = "checksum"
 _PICKLE_HEAD = b"\x80"  # PROTO opcode: every pickle of protocol 2 or later (joblib's too)
 _ZIP_HEAD = b"PK\x03\x04"  # torch.save's container
 
@@ -39,7 +50,11 @@ _ZIP_HEAD = b"PK\x03\x04"  # torch.save's container
 def write_model(record: Mapping, path: str | os.PathLike[str]) -> None:
     """Write an estimator's record to ``path`` as a model file.
 
-    The file is written only once the whole model is serialized.
+    The whole model is serialized first, then written to a temporary file in the target's
+    folder, flushed to disk and renamed over ``path`` (an atomic replacement): an error, a
+    crash or a full disk leaves any previous file at ``path`` as it was. The new file keeps
+    an existing file's permissions (else the usual ones, by the umask); a symbolic link
+    is followed and its target replaced.
 
     Examples
     --------
@@ -49,7 +64,9 @@ def write_model(record: Mapping, path: str | os.PathLike[str]) -> None:
     ...     write_model({"class": "Nothing"}, path)
     ...     content = torch.load(path, weights_only=True)
     >>> content["format"], content["format_version"], content["class"]
-    ('skebflow-model', 1, 'Nothing')
+    ('skebflow-model', 2, 'Nothing')
+    >>> content["checksum"] == content_checksum(content)
+    True
     """
     payload = {
         "format": FORMAT,
@@ -58,10 +75,96 @@ def write_model(record: Mapping, path: str | os.PathLike[str]) -> None:
         "torch_version": str(torch.__version__),
         **record,
     }
+    payload[CHECKSUM] = content_checksum(payload)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    with open(path, "wb") as file:
-        file.write(buffer.getbuffer())
+    _replace(os.path.realpath(os.fspath(path)), buffer.getbuffer())
+
+
+def _replace(path: str, data: memoryview) -> None:
+    """Write ``data`` to a temporary file beside ``path``, sync it and rename it to ``path``."""
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "Is a directory", path)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".partial"
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # the rename itself, where supported
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def content_checksum(payload: Mapping) -> str:
+    """Return ``"sha256:<hex>"`` of every entry of ``payload`` but the checksum itself.
+
+    The digest covers each value with its type: ``None``, bools, ints, floats (their 8
+    bytes), strings, lists and dicts (in order, with their lengths) and tensors (dtype,
+    shape and raw bytes), so that any change to what a file holds changes it. A value of
+    another type is a ``ValueError`` (a model file holds nothing else).
+
+    Examples
+    --------
+    >>> a = content_checksum({"x": torch.zeros(2), "n": 1})
+    >>> a == content_checksum({"x": torch.zeros(2), "n": 1}), a == content_checksum(
+    ...     {"x": torch.tensor([0.0, 1e-300]), "n": 1})
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in payload.items() if key != CHECKSUM})
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _feed(digest: hashlib._Hash, value: object) -> None:
+    """Add ``value`` (with its type and length) to ``digest``."""
+    if value is None:
+        digest.update(b"N")
+    elif isinstance(value, bool):
+        digest.update(b"T" if value else b"F")
+    elif isinstance(value, int):
+        digest.update(b"i%d;" % value)
+    elif isinstance(value, float):
+        digest.update(b"f" + struct.pack("<d", value))
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        digest.update(b"s%d:" % len(data) + data)
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"l%d:" % len(value))
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, dict):
+        digest.update(b"d%d:" % len(value))
+        for key, item in value.items():
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, torch.Tensor):
+        header = f"t{value.dtype}{tuple(value.shape)}:".encode()
+        try:
+            data = value.detach().cpu().numpy().tobytes()  # C order, whatever the strides
+        except TypeError as exc:  # a dtype numpy lacks; a model file holds none
+            raise ValueError(f"the file is damaged: it holds a {value.dtype} tensor.") from exc
+        digest.update(header + data)
+    else:
+        raise ValueError(f"the file is damaged: it holds a {type(value).__name__}.")
 
 
 def read_model(path: str | os.PathLike[str]) -> dict:
@@ -81,6 +184,24 @@ def read_model(path: str | os.PathLike[str]) -> dict:
         )
     _check_versions(payload, path)
     return payload
+
+
+def _check_checksum(payload: Mapping, version: int) -> None:
+    """Refuse a file whose content differs from its checksum (format version 2 and later)."""
+    if version < 2:
+        if CHECKSUM in payload:
+            raise ValueError(
+                "the file is damaged: it says format version 1, which has no checksum, "
+                "but holds one."
+            )
+        return
+    saved = field(payload, CHECKSUM, str, "the file")
+    if content_checksum(payload) != saved:
+        raise ValueError(
+            "the file is damaged: its content does not match the checksum it was saved with "
+            "(it was changed after it was written: a damaged disk or transfer, or an edit); "
+            "save the model again from the fitted estimator, or refit."
+        )
 
 
 def _read(path: str | os.PathLike[str]) -> object:
@@ -143,6 +264,7 @@ def _check_versions(payload: Mapping, path: str | os.PathLike[str]) -> None:
         )
     if version < 1:
         raise ValueError(f"the file is damaged: format version {version} does not exist.")
+    _check_checksum(payload, version)
     if _major(saved) != _major(running):
         raise ValueError(
             f"it was saved by skebflow {saved}, whose major version differs from this "

@@ -30,31 +30,47 @@ import os
 import torch
 
 from skebflow.estimators._density import EBFlowDensity
+from skebflow.estimators._imputer import EBFlowImputer
 from skebflow.estimators._model_file import read_model, write_model
 from skebflow.estimators._outlier import EBFlowOutlierDetector
-from skebflow.estimators._record import density_record, detector_record, from_record
+from skebflow.estimators._record import (
+    density_record,
+    detector_record,
+    from_record,
+    imputer_record,
+)
 from skebflow.exceptions import NotAModelFileError
+from skebflow.sampling import ImputationReport
 from skebflow.utils import resolve_device
 
 __all__ = ["load", "save"]
 
 #: The classes a model file may hold, by the name its record gives.
-_CLASSES = {"EBFlowDensity": EBFlowDensity, "EBFlowOutlierDetector": EBFlowOutlierDetector}
+_CLASSES = {
+    "EBFlowDensity": EBFlowDensity,
+    "EBFlowOutlierDetector": EBFlowOutlierDetector,
+    "EBFlowImputer": EBFlowImputer,
+    "ImputationReport": ImputationReport,
+}
+Estimator = EBFlowDensity | EBFlowOutlierDetector | EBFlowImputer
 
 
-def save(estimator: EBFlowDensity | EBFlowOutlierDetector, path: str | os.PathLike[str]) -> None:
+def save(estimator: Estimator, path: str | os.PathLike[str]) -> None:
     """Save a fitted estimator to a model file that loads without running code.
+
+    Each estimator's ``save`` method does the same (``est.save(path)``).
 
     Parameters
     ----------
-    estimator : EBFlowDensity or EBFlowOutlierDetector
-        The fitted estimator; a detector must wrap an ``EBFlowDensity`` (its
-        ``estimator_``). Its parameters must be plain values (None, bool, int, float, str,
-        and tuples, lists and dicts of them; numpy scalars and arrays and a
+    estimator : EBFlowDensity, EBFlowOutlierDetector or EBFlowImputer
+        The fitted estimator; a detector or an imputer must wrap an ``EBFlowDensity``
+        (its ``estimator_``). Its parameters must be plain values (None, bool, int, float,
+        str, and tuples, lists and dicts of them; numpy scalars and arrays and a
         ``torch.device`` are converted to such values).
     path : str or path-like
-        The file to write (any name; ``.skebflow`` is a good extension). The file is
-        written only once the whole model is serialized.
+        The file to write (any name; ``.skebflow`` is a good extension). The whole model
+        is serialized first, then written to a temporary file beside ``path`` and renamed
+        over it, so that a failure leaves a previous file at ``path`` whole.
 
     Raises
     ------
@@ -94,17 +110,17 @@ def save(estimator: EBFlowDensity | EBFlowOutlierDetector, path: str | os.PathLi
         record = density_record(estimator)
     elif type(estimator) is EBFlowOutlierDetector:
         record = detector_record(estimator, EBFlowDensity)
+    elif type(estimator) is EBFlowImputer:
+        record = imputer_record(estimator, EBFlowDensity)
     else:
         raise TypeError(
-            "save writes a fitted EBFlowDensity or EBFlowOutlierDetector, got "
-            f"{type(estimator).__name__}."
+            "save writes a fitted EBFlowDensity, EBFlowOutlierDetector or EBFlowImputer, "
+            f"got {type(estimator).__name__}."
         )
     write_model(record, path)
 
 
-def load(
-    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
-) -> EBFlowDensity | EBFlowOutlierDetector:
+def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Estimator:
     """Load a model file written by :func:`save`, without running any code from it.
 
     The file is read with ``torch.load(path, weights_only=True, map_location="cpu")``:
@@ -125,7 +141,7 @@ def load(
 
     Returns
     -------
-    EBFlowDensity or EBFlowOutlierDetector
+    EBFlowDensity, EBFlowOutlierDetector or EBFlowImputer
         The fitted estimator: its flow in float64, frozen (``requires_grad=False``) and in
         eval mode.
 
@@ -138,7 +154,9 @@ def load(
         joblib file (refused unread: building such objects can run code).
     ValueError
         If the file was written in a newer format version, by a skebflow of another major
-        version, or is damaged: a missing or malformed field, parameters this skebflow
+        version, or is damaged: content that differs from the checksum it was saved
+        with, parameters that describe a flow the file holds no weights for (checked
+        before anything is built), a missing or malformed field, parameters this skebflow
         does not accept, weights whose names, shapes or dtypes do not match the
         architecture, or weights inconsistent with the saved log-normalizer.
     OSError
@@ -177,11 +195,9 @@ def load(
     return _move(estimator, target)
 
 
-def _move(
-    estimator: EBFlowDensity | EBFlowOutlierDetector, device: torch.device
-) -> EBFlowDensity | EBFlowOutlierDetector:
+def _move(estimator: Estimator, device: torch.device) -> Estimator:
     """Move the loaded flow and preprocessing to ``device``."""
-    density = estimator.estimator_ if isinstance(estimator, EBFlowOutlierDetector) else estimator
+    density = estimator if isinstance(estimator, EBFlowDensity) else estimator.estimator_
     if device.type != "cpu":
         density.flow_ = density.flow_.to(device)
         density.preprocessing_ = density.preprocessing_.to(device)

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ from skebflow.estimators._settings import build_chain, build_flow, resolve_image
 from skebflow.nn import ARCHITECTURES
 from skebflow.preprocessing import Chain
 
-__all__ = ["density_record", "detector_record", "field", "from_record"]
+__all__ = ["density_record", "detector_record", "field", "from_record", "imputer_record"]
 
 #: Fitted attributes stored in fields of their own (the flow, the preprocessing) or not at
 #: all (the device: a loaded model lives where ``persistence.load`` puts it).
@@ -88,25 +89,57 @@ def detector_record(detector: BaseEstimator, density_class: type) -> dict:
     Its own fields, its ``estimator``'s parameters (or None) and the record of its
     ``estimator_``; a ``TypeError`` if it wraps anything but a ``density_class``.
     """
-    check_is_fitted(detector, "estimator_")
-    fitted = detector.estimator_
+    return _wrapper_record(detector, density_class)
+
+
+def imputer_record(imputer: BaseEstimator, density_class: type) -> dict:
+    """Return the plain record of a fitted ``EBFlowImputer`` of an ``EBFlowDensity``.
+
+    As :func:`detector_record`, plus the seed of its chains (``transform`` draws the
+    same values after loading) and its ``report_`` (the arrays of an ``ImputationReport``
+    as float64 tensors, or None).
+    """
+    record = _wrapper_record(imputer, density_class, skip=("report_",))
+    record["seed"] = int(imputer._seed)
+    report = imputer.report_
+    record["report"] = None
+    if report is not None:
+        record["report"] = {
+            item.name: (
+                torch.as_tensor(np.asarray(value, dtype=np.float64))
+                if isinstance(value, np.ndarray)
+                else _plain(value, f"report_.{item.name}")
+            )
+            for item in dataclasses.fields(report)
+            for value in [getattr(report, item.name)]
+        }
+    return record
+
+
+def _wrapper_record(
+    wrapper: BaseEstimator, density_class: type, skip: tuple[str, ...] = ()
+) -> dict:
+    """Return the record of an estimator around a fitted ``EBFlowDensity`` (``estimator_``)."""
+    check_is_fitted(wrapper, "estimator_")
+    name = type(wrapper).__name__
+    fitted = wrapper.estimator_
     if type(fitted) is not density_class:
         raise TypeError(
-            "save writes an EBFlowOutlierDetector only when it wraps an EBFlowDensity; this "
-            f"one wraps a {type(fitted).__name__} (save that with joblib or pickle instead, "
-            "which can run code when loaded: load such files only when you trust them)."
+            f"save writes an {name} only when it wraps an EBFlowDensity; this one wraps a "
+            f"{type(fitted).__name__} (save that with joblib or pickle instead, which can "
+            "run code when loaded: load such files only when you trust them)."
         )
-    template = detector.estimator
+    template = wrapper.estimator
     if template is not None and type(template) is not density_class:
         raise TypeError(
-            "parameter estimator of EBFlowOutlierDetector must be None or an EBFlowDensity "
-            f"to be saved, got a {type(template).__name__}."
+            f"parameter estimator of {name} must be None or an EBFlowDensity to be saved, "
+            f"got a {type(template).__name__}."
         )
-    record = {"class": "EBFlowOutlierDetector", **_encode_params(detector, skip="estimator")}
+    record = {"class": name, **_encode_params(wrapper, skip="estimator")}
     record["estimator"] = None
     if template is not None:
         record["estimator"] = {"class": "EBFlowDensity", **_encode_params(template)}
-    record["attributes"] = _fitted_attributes(detector)
+    record["attributes"] = _fitted_attributes(wrapper, skip)
     record["estimator_"] = density_record(fitted)
     return record
 
@@ -163,12 +196,12 @@ def _encode_params(estimator: BaseEstimator, skip: str | None = None) -> dict:
     return {"params": params, "tuple_params": tuples}
 
 
-def _fitted_attributes(estimator: object) -> dict:
+def _fitted_attributes(estimator: object, skip: tuple[str, ...] = ()) -> dict:
     """Return the fitted attributes (public, ending in ``_``) but those with own fields."""
     return {
         key: _plain(value, f"the fitted attribute {key} of {type(estimator).__name__}")
         for key, value in vars(estimator).items()
-        if _ATTRIBUTE.fullmatch(key) and key not in _OWN_FIELDS
+        if _ATTRIBUTE.fullmatch(key) and key not in _OWN_FIELDS and key not in skip
     }
 
 
@@ -238,6 +271,8 @@ def from_record(record: Mapping, classes: Mapping[str, type]) -> BaseEstimator:
         return _density_from_record(classes["EBFlowDensity"], record, "the file")
     if kind == "EBFlowOutlierDetector":
         return _detector_from_record(classes, record)
+    if kind == "EBFlowImputer":
+        return _imputer_from_record(classes, record)
     raise ValueError(f"it holds a {kind!r}, which this skebflow cannot load.")
 
 
@@ -352,19 +387,38 @@ def _density_from_record(cls: type, record: Mapping, where: str) -> BaseEstimato
             f"the file is damaged: the flow has {n_features} features, n_features_in_ is "
             f"{getattr(estimator, 'n_features_in_', None)!r}."
         )
-    flow = _fresh_flow(estimator, architecture, n_features)
-    _check_modules(field(spec, "modules", list, "the flow"), _describe(flow), "flow")
+    prep = field(record, "preprocessing", dict, where)
+    saved_buffers = field(prep, "buffers", dict, "the preprocessing")
+    _check_statistics(saved_buffers, n_features)
+    # The structure, names, shapes and dtypes are checked on a flow built on the "meta"
+    # device, which allocates nothing: parameters that describe a huge flow (a crafted or
+    # damaged file) are refused before any memory is taken for it.
     state = field(spec, "state_dict", dict, "the flow")
-    _check_state(state, flow.state_dict(), architecture)
+    if isinstance(estimator.n_blocks, int) and estimator.n_blocks > len(state):
+        raise ValueError(
+            f"the file is damaged: n_blocks={estimator.n_blocks}, but the flow holds only "
+            f"{len(state)} weights (every block has at least one)."
+        )
+    try:
+        with torch.device("meta"):
+            skeleton = _fresh_flow(estimator, architecture, n_features)
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise ValueError(
+            "the file is damaged: its parameters describe a flow that cannot be built "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})."
+        ) from exc
+    _check_modules(field(spec, "modules", list, "the flow"), _describe(skeleton), "flow")
+    _check_state(state, skeleton.state_dict(), architecture)
+    flow = _fresh_flow(estimator, architecture, n_features)
+    _check_values(state, flow.state_dict())
     flow.load_state_dict(state, strict=True)
     flow.requires_grad_(False).eval()
 
     chain = _fresh_chain(estimator)
-    prep = field(record, "preprocessing", dict, where)
     _check_modules(
         field(prep, "modules", list, "the preprocessing"), _describe(chain), "preprocessing"
     )
-    _load_buffers(chain, field(prep, "buffers", dict, "the preprocessing"), n_features)
+    _load_buffers(chain, saved_buffers)
 
     log_z = field(vars(estimator), "log_normalizer_", float, "the fitted attributes")
     with torch.no_grad():
@@ -380,14 +434,34 @@ def _density_from_record(cls: type, record: Mapping, where: str) -> BaseEstimato
     return estimator
 
 
-def _load_buffers(chain: Chain, saved: Mapping, n_features: int) -> None:
-    """Put the saved statistics into the rebuilt chain (names, dtypes and shapes checked)."""
-    expected = _buffers(chain)
-    if set(saved) != set(expected):
-        raise ValueError(
-            "the preprocessing statistics do not match the preprocessing: the file has "
-            f"{sorted(saved)}, it needs {sorted(expected)}."
-        )
+def _check_values(saved: Mapping[str, Tensor], fresh: Mapping[str, Tensor]) -> None:
+    """Check the saved weights' values: finite, and the fixed buffers as the builder makes them.
+
+    Index buffers (a coupling's ``cond_index``), masks and constant zeros are not learned:
+    they must equal those of the flow rebuilt from the parameters, since a damaged index
+    would pick the wrong features (or fail with an ``IndexError``) at the first score.
+    """
+    for key, reference in fresh.items():
+        value = saved[key]
+        fixed = not reference.is_floating_point() or key.rpartition(".")[2] in ("mask", "_zero")
+        if reference.dtype == torch.bool:
+            continue  # a flag such as ActNorm's ``initialized``
+        if fixed and not torch.equal(value, reference):
+            raise ValueError(
+                f"the file is damaged: the fixed buffer {key!r} differs from the one the "
+                "architecture builds."
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"the file is damaged: the weight {key!r} holds NaN or infinity.")
+
+
+def _check_statistics(saved: Mapping, n_features: int) -> None:
+    """Check the saved preprocessing statistics: float64, shape ``(n_features,)``, usable values.
+
+    Checked before anything is built, so that ``n_features`` is vouched for by data the file
+    holds. A scale must be positive and finite, a mean finite, bounds finite with
+    ``low < high``.
+    """
     for key, value in saved.items():
         if value is not None and not (
             isinstance(value, Tensor)
@@ -403,25 +477,79 @@ def _load_buffers(chain: Chain, saved: Mapping, n_features: int) -> None:
                 f"the preprocessing statistic {key!r} is {shown} in the file; it must be a "
                 f"float64 tensor of shape ({n_features},)."
             )
+        name = key.rpartition(".")[2] if isinstance(key, str) else key
+        if value is not None and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"the file is damaged: the statistic {key!r} holds NaN or infinity.")
+        if value is not None and name == "scale" and not bool((value > 0).all()):
+            raise ValueError(f"the file is damaged: the statistic {key!r} is not positive.")
+    lows = {k.rpartition(".")[0]: v for k, v in saved.items() if str(k).endswith("low")}
+    for prefix, low in lows.items():
+        high = saved.get(f"{prefix}.high" if prefix else "high")
+        if isinstance(low, Tensor) and isinstance(high, Tensor) and not bool((low < high).all()):
+            raise ValueError(
+                f"the file is damaged: the bounds of {prefix or 'the preprocessing'!r} do "
+                "not satisfy low < high."
+            )
+
+
+def _load_buffers(chain: Chain, saved: Mapping) -> None:
+    """Put the checked statistics into the rebuilt chain (their names checked)."""
+    expected = _buffers(chain)
+    if set(saved) != set(expected):
+        raise ValueError(
+            "the preprocessing statistics do not match the preprocessing: the file has "
+            f"{sorted(saved)}, it needs {sorted(expected)}."
+        )
+    for key, value in saved.items():
         prefix, _, name = key.rpartition(".")
         setattr(chain.get_submodule(prefix), name, value)
 
 
 def _detector_from_record(classes: Mapping[str, type], record: Mapping) -> BaseEstimator:
     """Rebuild a fitted ``EBFlowOutlierDetector`` from its record."""
+    detector = _wrapper_from_record(classes, "EBFlowOutlierDetector", record)
+    field(vars(detector), "offset_", float, "the fitted attributes")
+    return detector
+
+
+def _imputer_from_record(classes: Mapping[str, type], record: Mapping) -> BaseEstimator:
+    """Rebuild a fitted ``EBFlowImputer`` from its record (its seed and report too)."""
+    imputer = _wrapper_from_record(classes, "EBFlowImputer", record)
+    imputer._seed = field(record, "seed", int, "the file")
+    saved = field(record, "report", (dict, type(None)), "the file")
+    imputer.report_ = None
+    if saved is not None:
+        report_class = classes["ImputationReport"]
+        values = {}
+        for item in dataclasses.fields(report_class):
+            value = field(saved, item.name, (Tensor, int), "the report")
+            if isinstance(value, Tensor):
+                if value.dtype != torch.float64 or value.dim() != 1:
+                    raise ValueError(
+                        f"the file is damaged: the report's {item.name!r} is not a float64 vector."
+                    )
+                value = value.numpy().copy()
+            values[item.name] = value
+        if len(saved) != len(values):
+            raise ValueError("the file is damaged: the report has fields this skebflow lacks.")
+        imputer.report_ = report_class(**values)
+    return imputer
+
+
+def _wrapper_from_record(classes: Mapping[str, type], kind: str, record: Mapping) -> BaseEstimator:
+    """Rebuild a fitted estimator of class ``kind`` around an ``EBFlowDensity``."""
     density = classes["EBFlowDensity"]
-    detector = _decode_params(classes["EBFlowOutlierDetector"], record, "the file")
+    wrapper = _decode_params(classes[kind], record, "the file")
     template = field(record, "estimator", (dict, type(None)), "the file")
     if template is not None:
         if field(template, "class", str, "the estimator parameter") != "EBFlowDensity":
             raise ValueError(
                 "the file is damaged: the estimator parameter is not an EBFlowDensity."
             )
-        detector.set_params(estimator=_decode_params(density, template, "the estimator"))
-    _set_attributes(detector, record, "the file")
+        wrapper.set_params(estimator=_decode_params(density, template, "the estimator"))
+    _set_attributes(wrapper, record, "the file")
     fitted = field(record, "estimator_", dict, "the file")
     if field(fitted, "class", str, "estimator_") != "EBFlowDensity":
         raise ValueError("the file is damaged: estimator_ is not an EBFlowDensity.")
-    detector.estimator_ = _density_from_record(density, fitted, "estimator_")
-    field(vars(detector), "offset_", float, "the fitted attributes")
-    return detector
+    wrapper.estimator_ = _density_from_record(density, fitted, "estimator_")
+    return wrapper

@@ -57,10 +57,11 @@ def smooth_conv_net(
     >>> net(torch.randn(3, 2, 5, 5)).abs().max().item()
     0.0
     """
+    device = torch.get_default_device()  # skip_init would build on the CPU under "meta"
     convs = [
-        nn.utils.skip_init(nn.Conv2d, in_channels, hidden_channels, 3, padding=1),
-        nn.utils.skip_init(nn.Conv2d, hidden_channels, hidden_channels, 1),
-        nn.utils.skip_init(nn.Conv2d, hidden_channels, out_channels, 3, padding=1),
+        nn.utils.skip_init(nn.Conv2d, in_channels, hidden_channels, 3, padding=1, device=device),
+        nn.utils.skip_init(nn.Conv2d, hidden_channels, hidden_channels, 1, device=device),
+        nn.utils.skip_init(nn.Conv2d, hidden_channels, out_channels, 3, padding=1, device=device),
     ]
     for index, conv in enumerate(convs):
         _init_conv_(conv, generator, zero=index == len(convs) - 1)

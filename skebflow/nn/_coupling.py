@@ -41,7 +41,8 @@ def smooth_mlp(
     sizes = (in_features, *hidden_features, out_features)
     modules: list[nn.Module] = []
     for index, (a, b) in enumerate(itertools.pairwise(sizes)):
-        linear = nn.utils.skip_init(nn.Linear, a, b)
+        # skip_init builds on the CPU unless told the default device ("meta" in load's check).
+        linear = nn.utils.skip_init(nn.Linear, a, b, device=torch.get_default_device())
         last = index == len(sizes) - 2
         with torch.no_grad():
             for tensor in (linear.weight, linear.bias):
@@ -102,9 +103,8 @@ class AffineCoupling(Layer):
         super().__init__()
         if features < 2:
             raise ValueError("AffineCoupling needs at least 2 features.")
-        index = torch.arange(features)
-        self.register_buffer("cond_index", index[index % 2 == parity % 2])
-        self.register_buffer("trans_index", index[index % 2 != parity % 2])
+        self.register_buffer("cond_index", torch.arange(parity % 2, features, 2))
+        self.register_buffer("trans_index", torch.arange(1 - parity % 2, features, 2))
         n_cond, n_trans = len(self.cond_index), len(self.trans_index)
         self.net = smooth_mlp(n_cond, 2 * n_trans, tuple(hidden_features), activation, generator)
         self.scale_bound = float(scale_bound)

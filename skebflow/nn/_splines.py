@@ -287,9 +287,8 @@ class RationalQuadraticCoupling(Layer):
         if features < 2:
             raise ValueError("RationalQuadraticCoupling needs at least 2 features.")
         check_spline_options(n_bins, bound)
-        index = torch.arange(features)
-        self.register_buffer("cond_index", index[index % 2 == parity % 2])
-        self.register_buffer("trans_index", index[index % 2 != parity % 2])
+        self.register_buffer("cond_index", torch.arange(parity % 2, features, 2))
+        self.register_buffer("trans_index", torch.arange(1 - parity % 2, features, 2))
         n_cond, n_trans = len(self.cond_index), len(self.trans_index)
         self.n_bins = int(n_bins)
         self.bound = float(bound)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import joblib
 import numpy as np
+import pytest
 import torch
 
 from skebflow import EBFlowDensity, load
@@ -82,7 +85,8 @@ def test_model_given_as_data_and_foreign_joblib_files(files, capsys):
         "junk.joblib": "is not a joblib model file",
     }
     for name, message in expected.items():
-        assert main(["score", str(files / name), str(files / "plain.csv")]) == 1
+        argv = ["score", str(files / name), str(files / "plain.csv"), "--trust-pickle"]
+        assert main(argv) == 1
         assert_one_line_error(capsys.readouterr().err, message)
 
 
@@ -91,12 +95,36 @@ def test_fit_writes_the_safe_model_format_whatever_the_file_name(files):
     assert payload["format"] == "skebflow-model" and payload["class"] == "EBFlowDensity"
 
 
-def test_joblib_models_still_load_with_a_one_line_note(files, capsys):
+class _WritesMarker:
+    """Unpickling this writes a marker file: the code a crafted pickle would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.write_text, (self.marker, "ran"))
+
+
+@pytest.mark.parametrize("command", ["score", "sample"])
+def test_pickle_files_are_refused_unread_without_trust_pickle(files, capsys, command):
+    marker = files / f"marker-{command}"
+    joblib.dump(_WritesMarker(marker), files / "crafted.joblib")
+    joblib.dump(load(files / "model.joblib"), files / "genuine.joblib")
+    other = str(files / "plain.csv") if command == "score" else str(files / "out.csv")
+    for name in ("crafted.joblib", "genuine.joblib"):
+        assert main([command, str(files / name), other]) == 1
+        assert_one_line_error(
+            capsys.readouterr().err, "is a joblib/pickle file", "not loaded", "--trust-pickle"
+        )
+    assert not marker.exists()
+
+
+def test_joblib_models_load_with_trust_pickle_and_a_one_line_note(files, capsys):
     model = load(files / "model.joblib")
     joblib.dump(model, files / "old.joblib")
     out = files / "old-scores.npy"
     argv = ["score", str(files / "old.joblib"), str(files / "data.npy"), "--output", str(out)]
-    assert main(argv) == 0
+    assert main([*argv, "--trust-pickle"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "old.joblib is a joblib/pickle model" in notes[0]
     assert "can run any code" in notes[0]
@@ -122,7 +150,8 @@ def test_damaged_and_foreign_model_files_are_one_line_errors(files, capsys):
         "foreign.pt": "without the format marker 'skebflow-model'",
     }
     for name, message in expected.items():
-        assert main(["score", str(files / name), str(files / "plain.csv")]) == 1
+        argv = ["score", str(files / name), str(files / "plain.csv"), "--trust-pickle"]
+        assert main(argv) == 1
         assert_one_line_error(capsys.readouterr().err, message)
     assert main(["fit", str(files / "model.joblib"), str(files / "x.joblib")]) == 1
     assert_one_line_error(capsys.readouterr().err, "but a skebflow model file (perhaps a model")

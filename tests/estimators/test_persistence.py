@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KernelDensity
 
 import skebflow
-from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow import EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector
 from skebflow.estimators import DEQUANTIZED_LOGIT_EPS, load, save
-from skebflow.estimators._model_file import FORMAT, FORMAT_VERSION
+from skebflow.estimators._model_file import FORMAT, FORMAT_VERSION, content_checksum
 from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
 from tests.helpers import failing_on, fit_quietly, ignore_short_fit, quietly, tiny
 
@@ -53,10 +54,17 @@ def model_file(fitted, tmp_path_factory) -> Path:
     return path
 
 
-def rewrite(source: Path, target: Path, change: object) -> Path:
-    """Write a copy of a model file whose content ``change(payload)`` edited in place."""
+def rewrite(source: Path, target: Path, change: object, *, reseal: bool = True) -> Path:
+    """Write a copy of a model file whose content ``change(payload)`` edited in place.
+
+    With ``reseal`` the checksum is recomputed, as a crafted file would do, so that the
+    checks behind the checksum are what is tested.
+    """
     payload = torch.load(source, weights_only=True)
     change(payload)
+    if reseal and "checksum" in payload:
+        with contextlib.suppress(ValueError):  # a hidden object has no checksum
+            payload["checksum"] = content_checksum(payload)
     torch.save(payload, target)
     return target
 
@@ -155,6 +163,45 @@ def test_outlier_detector_round_trip(tmp_path):
         assert_same_model(detector.estimator_, loaded.estimator_, X)
 
 
+def test_every_estimator_saves_with_its_method_and_with_skebflow_save(tmp_path):
+    X = data({})
+    detector = EBFlowOutlierDetector(estimator=tiny(), random_state=0)
+    fit_quietly(detector, X)
+    detector.save(tmp_path / "method.skebflow")
+    skebflow.save(detector, tmp_path / "function.skebflow")
+    assert (tmp_path / "method.skebflow").read_bytes() == (
+        tmp_path / "function.skebflow"
+    ).read_bytes()
+    loaded = skebflow.load(tmp_path / "method.skebflow")
+    np.testing.assert_array_equal(loaded.decision_function(X), detector.decision_function(X))
+
+
+@pytest.mark.parametrize("with_missing", [True, False])
+def test_imputer_round_trip_fills_the_same_values(tmp_path, with_missing):
+    X = data({})
+    if with_missing:
+        X[::4, 1] = np.nan
+    imputer = EBFlowImputer(tiny(), n_rounds=2, n_steps=10, random_state=0)
+    with quietly():
+        imputer.fit(X)
+    imputer.save(tmp_path / "imputer.skebflow")
+    loaded = load(tmp_path / "imputer.skebflow")
+    assert type(loaded) is EBFlowImputer and repr(loaded) == repr(imputer)
+    assert_same_model(imputer.estimator_, loaded.estimator_, data({}))
+    queries = data({})[:12].copy()
+    queries[::3, 0] = np.nan
+    with quietly():
+        np.testing.assert_array_equal(loaded.transform(queries), imputer.transform(queries))
+    if with_missing:
+        for name in ("acceptance", "rhat", "step_size"):
+            np.testing.assert_array_equal(
+                getattr(loaded.report_, name), getattr(imputer.report_, name)
+            )
+        assert loaded.report_.n_steps == imputer.report_.n_steps
+    else:
+        assert loaded.report_ is None
+
+
 def test_the_file_holds_only_plain_data_and_tensors(model_file):
     payload = torch.load(model_file, weights_only=True, map_location="cpu")
     assert payload["format"] == FORMAT and payload["format_version"] == FORMAT_VERSION
@@ -171,7 +218,9 @@ def test_the_file_holds_only_plain_data_and_tensors(model_file):
         "attributes",
         "flow",
         "preprocessing",
+        "checksum",
     }
+    assert payload["checksum"] == content_checksum(payload)
     assert set(payload["flow"]) == {"architecture", "n_features", "modules", "state_dict"}
     assert set(payload["preprocessing"]) == {"modules", "buffers"}
 
@@ -193,7 +242,7 @@ def test_the_file_holds_only_plain_data_and_tensors(model_file):
 # ------------------------------------------------------------------- refusals on save
 def test_saving_refuses_other_estimators_and_unfitted_ones(tmp_path):
     with pytest.raises(
-        TypeError, match="EBFlowDensity or EBFlowOutlierDetector, got KernelDensity"
+        TypeError, match="EBFlowOutlierDetector or EBFlowImputer, got KernelDensity"
     ):
         save(KernelDensity().fit(data({})), tmp_path / "x")
     with pytest.raises(NotFittedError):
@@ -299,7 +348,8 @@ def test_a_newer_format_version_is_refused(model_file, tmp_path):
     path = rewrite(
         model_file, tmp_path / "m", lambda p: p.update(format_version=FORMAT_VERSION + 1)
     )
-    with pytest.raises(ValueError, match=r"format version 2 .* newer than version 1.*upgrade"):
+    newer = rf"format version {FORMAT_VERSION + 1} .* newer than version {FORMAT_VERSION}.*upgrade"
+    with pytest.raises(ValueError, match=newer):
         load(path)
 
 
@@ -471,3 +521,160 @@ def test_files_written_before_the_estimators_redesign_load_and_score_the_same():
         detector = load(DATA / "detector_0.1.0.dev0.skebflow")
     np.testing.assert_array_equal(density.score_samples(expected["X"]), expected["density"])
     np.testing.assert_array_equal(detector.decision_function(expected["X"]), expected["detector"])
+
+
+# --------------------------------------------------------------- damage and crafted files
+def _load_or_refuse(path: Path) -> EBFlowDensity | None:
+    """Load ``path``; None when refused with a ValueError (any other exception fails)."""
+    try:
+        with quietly(ModelVersionWarning):
+            return load(path)
+    except ValueError:
+        return None
+
+
+def test_a_file_changed_after_saving_fails_its_checksum(model_file, tmp_path):
+    path = rewrite(
+        model_file,
+        tmp_path / "m",
+        lambda p: p["flow"]["state_dict"]["layers.1.weight"].add_(1e-12),
+        reseal=False,
+    )
+    with pytest.raises(ValueError, match="does not match the checksum it was saved with"):
+        load(path)
+
+
+def test_random_damage_is_refused_or_changes_nothing(fitted, model_file, tmp_path):
+    """Single-byte flips and 16-byte overwrites anywhere in a file: every damaged file is
+    refused with a ValueError or scores exactly as the saved model (bytes torch never
+    reads, such as zip padding); none loads and scores differently, none crashes."""
+    original = model_file.read_bytes()
+    X = data({})
+    expected = fitted.score_samples(X)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "damaged.skebflow"
+    refused = 0
+    damages = [("flip", int(i)) for i in rng.choice(len(original), size=300, replace=False)]
+    damages += [("overwrite", int(i)) for i in rng.integers(0, len(original) - 16, size=60)]
+    for kind, index in damages:
+        damaged = bytearray(original)
+        if kind == "flip":
+            damaged[index] ^= int(rng.integers(1, 256))
+        else:
+            damaged[index : index + 16] = rng.integers(0, 256, size=16, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(damaged))
+        loaded = _load_or_refuse(path)
+        if loaded is None:
+            refused += 1
+            continue
+        np.testing.assert_array_equal(loaded.score_samples(X), expected, err_msg=f"{kind} {index}")
+    assert refused > 0.5 * len(damages)
+
+
+def test_a_version_1_file_holding_a_checksum_is_refused(model_file, tmp_path):
+    path = rewrite(model_file, tmp_path / "m", lambda p: p.update(format_version=1), reseal=False)
+    with pytest.raises(ValueError, match="format version 1, which has no checksum"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"hidden_features": 10**12}, {"n_blocks": 10**9}, {"n_blocks": 10**4}],
+    ids=["huge-hidden", "huge-n-blocks", "many-blocks"],
+)
+def test_parameters_of_a_huge_flow_are_refused_before_anything_is_allocated(
+    model_file, tmp_path, params
+):
+    """A crafted file (checksum recomputed) whose parameters describe a flow of terabytes,
+    or of more blocks than it holds weights, is refused without building that flow."""
+    path = rewrite(model_file, tmp_path / "m", lambda p: p["params"].update(params))
+    with pytest.raises(ValueError, match="cannot load"):
+        load(path)
+
+
+def _set_first(payload: dict, suffix: str, value: object) -> None:
+    state = payload["flow"]["state_dict"]
+    key = next(key for key in state if key.endswith(suffix))
+    state[key] = value(state[key])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: _set_first(p, "cond_index", lambda t: torch.full_like(t, 99)),
+            "fixed buffer .*cond_index",
+        ),
+        (
+            lambda p: _set_first(p, "net.0.weight", lambda t: torch.full_like(t, torch.nan)),
+            "holds NaN or infinity",
+        ),
+        (
+            lambda p: p["preprocessing"]["buffers"].update(
+                {"transforms.0.scale": -torch.ones(3, dtype=torch.float64)}
+            ),
+            "'transforms.0.scale' is not positive",
+        ),
+        (
+            lambda p: p["preprocessing"]["buffers"].update(
+                {"transforms.0.mean": torch.full((3,), torch.inf, dtype=torch.float64)}
+            ),
+            "'transforms.0.mean' holds NaN or infinity",
+        ),
+    ],
+    ids=["index-buffer", "nan-weight", "negative-scale", "infinite-mean"],
+)
+def test_crafted_values_are_refused(model_file, tmp_path, change, message):
+    path = rewrite(model_file, tmp_path / "m", change)
+    with pytest.raises(ValueError, match=message):
+        load(path)
+
+
+def test_crossed_bounds_are_refused(tmp_path):
+    config = CONFIGS["logit-bounds-dequantize"]
+    save(fit_quietly(tiny(**config), data(config)), tmp_path / "logit")
+
+    def cross(payload: dict) -> None:
+        buffers = payload["preprocessing"]["buffers"]
+        low = next(key for key in buffers if key.endswith("low"))
+        high = low[: -len("low")] + "high"
+        buffers[low], buffers[high] = buffers[high], buffers[low]
+
+    path = rewrite(tmp_path / "logit", tmp_path / "crossed", cross)
+    with pytest.raises(ValueError, match="low < high"):
+        load(path)
+
+
+# ------------------------------------------------------------------------ atomic saving
+def test_a_failed_save_leaves_the_previous_file_whole(fitted, model_file, tmp_path, monkeypatch):
+    """A full disk during the write (simulated at the flush to disk) raises, leaves the
+    previous model as it was, and leaves no partial file behind."""
+    path = tmp_path / "model.skebflow"
+    path.write_bytes(model_file.read_bytes())
+    before = path.read_bytes()
+
+    def full_disk(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        fitted.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.skebflow"]
+    np.testing.assert_array_equal(
+        load(path).score_samples(data({})), fitted.score_samples(data({}))
+    )
+
+
+def test_save_keeps_permissions_and_replaces_a_links_target(fitted, tmp_path):
+    target = tmp_path / "target.skebflow"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    link = tmp_path / "link.skebflow"
+    link.symlink_to(target)
+    fitted.save(link)
+    assert link.is_symlink() and (target.stat().st_mode & 0o777) == 0o640
+    assert load(target).n_features_in_ == fitted.n_features_in_
+    with pytest.raises(IsADirectoryError):
+        fitted.save(tmp_path)

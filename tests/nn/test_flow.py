@@ -175,3 +175,47 @@ def test_energy_and_score_objectives_never_compute_a_determinant(monkeypatch, ke
     loss = OBJECTIVES[objective](flow, y, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in flow.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "image_shape", "whiten"),
+    [
+        *[
+            (name, None, whiten)
+            for name in ("autoregressive", "fc", "coupling", "spline")
+            for whiten in (False, True)
+        ],
+        ("conv", (3, 4, 4), False),  # image flows are never whitened
+        ("glow", (3, 4, 4), False),
+    ],
+)
+def test_every_architecture_builds_on_the_meta_device_as_on_the_cpu(
+    architecture, image_shape, whiten
+):
+    """Model files are checked against a flow built on "meta" (nothing allocated) before
+    the real one is built: both must have the same structure, names, shapes and dtypes."""
+    from skebflow.estimators._settings import build_flow
+
+    n_features = 48 if image_shape else 5
+
+    def build() -> torch.nn.Module:
+        generator = torch.Generator().manual_seed(0)
+        return build_flow(
+            architecture,
+            n_features,
+            n_blocks=2,
+            hidden_features=8,
+            image_shape=image_shape,
+            generator=generator,
+            whiten=whiten,
+        ).to(torch.float64)
+
+    with torch.device("meta"):
+        skeleton = build()
+    flow = build()
+    meta = skeleton.state_dict()
+    assert all(value.is_meta for value in meta.values())
+    assert {k: (v.shape, v.dtype) for k, v in meta.items()} == {
+        k: (v.shape, v.dtype) for k, v in flow.state_dict().items()
+    }
+    assert [type(m) for m in skeleton.modules()] == [type(m) for m in flow.modules()]
