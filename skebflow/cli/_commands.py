@@ -66,15 +66,26 @@ def fit(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        The exit status, 0.
+        The exit status, 0 (an interrupt raises ``KeyboardInterrupt``: status 130).
     """
     check_input(args.data)
     check_output(args.model, args.data)
     model = EBFlowDensity(**estimator_params(args))
     model._validate_params()  # a bad value is a usage error, found before reading data
     X = _read(args.data, args.header, "fit DATA MODEL")
-    with contextlib.redirect_stdout(sys.stderr):  # verbose=2 prints a line per epoch
-        model.fit(X)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # verbose=2 prints a line per epoch
+            model.fit(X)
+    except KeyboardInterrupt:
+        # fit keeps the best model so far when Ctrl-C stops its epochs; it is saved only
+        # when asked, and the exit status says "interrupted" (130) either way.
+        if args.save_interrupted and model.__sklearn_is_fitted__():
+            save_model(model, args.model)
+            info(
+                f"interrupted after {model.n_iter_} epochs; the best model so far was "
+                f"saved to {args.model}"
+            )
+        raise
     save_model(model, args.model)
     info(
         f"fitted {model.n_iter_} epochs ({model.architecture_}, {model.objective_}); "

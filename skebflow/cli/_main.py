@@ -124,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("fit", "Fit EBFlowDensity on a CSV or .npy file and save the model.", fit)
     p.add_argument("data", help="CSV (with or without a header line) or .npy file")
     p.add_argument("model", help="output path of the model (skebflow's model format, any name)")
+    p.add_argument(
+        "--save-interrupted",
+        action="store_true",
+        help="on Ctrl-C, save the best model so far (the exit status is 130 either way)",
+    )
     _add_common(p, header=True)
     add_estimator_options(p)
     p = command("score", "Print the log-density of each row of a file, one per line.", score)

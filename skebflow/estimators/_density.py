@@ -15,9 +15,11 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
+from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -407,18 +409,23 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self : EBFlowDensity
             The fitted estimator.
         """
-        warm = self.warm_start and self.__sklearn_is_fitted__()
-        kept = getattr(self, "_run", None) if warm else None
-        self._run = self._sample_preprocessing = None  # fit starts over
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
-        )
-        settings = resolve_settings(self.get_params(), X.shape[1])
-        warm_from = (self.flow_, self.preprocessing_, self.jitter_) if warm else None
-        run, outcome = run_fit(settings, X, warm_from=warm_from, kept=kept)
-        # The run (the optimizer's moments, the EMA) is kept only for a warm start.
-        self._run = run if self.warm_start else None
-        self._set_fitted(outcome)
+        with self._unchanged_on_error():
+            warm = self.warm_start and self.__sklearn_is_fitted__()
+            kept = getattr(self, "_run", None) if warm else None
+            self._run = self._sample_preprocessing = None  # fit starts over
+            X = validate_data(
+                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not warm
+            )
+            settings = resolve_settings(self.get_params(), X.shape[1])
+            warm_from = (self.flow_, self.preprocessing_, self.jitter_) if warm else None
+            run, outcome = run_fit(settings, X, warm_from=warm_from, kept=kept)
+            # The run (the optimizer's moments, the EMA) is kept only for a warm start.
+            self._run = run if self.warm_start else None
+            self._set_fitted(outcome)
+        if outcome.interrupted:
+            # The best model so far is kept (fitted, consistent); the interrupt goes on, so
+            # that a script, cross_val_score or a search stops instead of scoring it.
+            raise KeyboardInterrupt
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -431,7 +438,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         learning-rate schedule, the EMA and the random stream. There is no validation
         split and no early stopping: the caller decides how many passes to make. After
         every call the fitted attributes describe the EMA weights so far, so the model
-        can be scored or sampled between chunks. A call to :meth:`fit` starts over.
+        can be scored or sampled between chunks. A call to :meth:`fit` starts over (or,
+        with ``warm_start=True``, continues). After :meth:`fit`, ``partial_fit``
+        continues the fitted model (its weights and preprocessing, with a new optimizer;
+        ``n_iter_`` and ``loss_curve_`` then count the ``partial_fit`` epochs).
 
         Parameters
         ----------
@@ -457,23 +467,47 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         >>> est.n_iter_, len(est.loss_curve_)
         (6, 6)
         """
-        run = getattr(self, "_run", None)
-        run = run if run is not None and run.incremental else None
-        sample_chain = getattr(self, "_sample_preprocessing", None)
-        X = validate_data(
-            self,
-            X,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2 if run is None else 1,
-            reset=run is None and sample_chain is None,
-        )
-        if run is None:
-            settings = resolve_settings(self.get_params(), X.shape[1])
-        else:
-            settings = run.settings
-        self._run, outcome = run_partial_fit(settings, X, run=run, sample_chain=sample_chain)
-        self._set_fitted(outcome)
+        with self._unchanged_on_error():
+            run = getattr(self, "_run", None)
+            run = run if run is not None and run.incremental else None
+            sample_chain = getattr(self, "_sample_preprocessing", None)
+            # After fit, partial_fit continues the fitted model (a new optimizer).
+            fitted = run is None and sample_chain is None and self.__sklearn_is_fitted__()
+            X = validate_data(
+                self,
+                X,
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=2 if run is None and not fitted else 1,
+                reset=run is None and sample_chain is None and not fitted,
+            )
+            if run is None:
+                settings = resolve_settings(self.get_params(), X.shape[1])
+            else:
+                settings = run.settings
+            warm_from = (self.flow_, self.preprocessing_, self.jitter_) if fitted else None
+            self._run, outcome = run_partial_fit(
+                settings, X, run=run, sample_chain=sample_chain, warm_from=warm_from
+            )
+            self._set_fitted(outcome)
         return self
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self) -> Iterator[None]:
+        """Put every attribute back as it was if the block raises (an interrupt included).
+
+        A failed ``fit`` or ``partial_fit`` (bad data of another width, a diverged
+        training, Ctrl-C outside the epochs) leaves the estimator as it was before the
+        call: fitted with the previous model, or not fitted, never half old and half new.
+        (An interrupted ``partial_fit`` keeps the previous call's model; its optimizer has
+        taken the interrupted epoch's steps, which the next call continues from.)
+        """
+        before = dict(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
 
     def fit_preprocessing(self, X: object) -> EBFlowDensity:
         """Fit only the preprocessing statistics, on a sample, for :meth:`partial_fit`.

@@ -76,6 +76,7 @@ class TrainingOutcome:
     best_iteration: int | None
     final_learning_rate: float
     divergence: list[str]
+    interrupted: bool = False
 
 
 class TrainingRun:
@@ -148,7 +149,7 @@ class TrainingRun:
             chain = copy.deepcopy(chain)
         chain = chain.to(device=settings.device, dtype=torch.float64)
         flow = settings.build_flow(cpu_generator)
-        chain.check(x_all.to(settings.device))
+        chain.check(x_all.to(settings.device), training=True)
         jitter = 0.0 if settings.dequantize else _degenerate_jitter(chain, x_train, settings)
         if settings.whiten:
             _fit_whitening(flow, chain, x_train, jitter, settings)
@@ -178,7 +179,7 @@ class TrainingRun:
         # resolves to now: a warm start continues the same model.
         settings = dataclasses.replace(settings, whiten=flow.whitened)
         chain = chain.to(device=settings.device, dtype=torch.float64)
-        chain.check(x_all.to(settings.device))
+        chain.check(x_all.to(settings.device), training=True)
         if kept is not None and not kept.incremental:
             if kept.settings.trainer_key == settings.trainer_key:
                 kept._resume(settings, chain, len(x_train))
@@ -236,7 +237,7 @@ class TrainingRun:
         """Train one epoch on the chunk ``x`` (``partial_fit``); no validation, no checks."""
         settings = self.settings
         x = x.to(settings.device)
-        self.chain.check(x)
+        self.chain.check(x, training=True)
         train_data, prepare, _ = _training_data(self, x, x[:0])
         trainer = self.trainer
         with intra_op_threads(settings.threads):
@@ -305,6 +306,7 @@ class TrainingRun:
             best_iteration=result.best_epoch,
             final_learning_rate=result.final_learning_rate,
             divergence=list(findings),
+            interrupted=result.interrupted,
         )
 
 
@@ -341,13 +343,22 @@ def run_partial_fit(
     *,
     run: TrainingRun | None,
     sample_chain: Chain | None = None,
+    warm_from: tuple[EnergyFlow, Chain, float] | None = None,
 ) -> tuple[TrainingRun, TrainingOutcome]:
     """One ``partial_fit`` call: the first chunk starts a run, later chunks continue it.
 
     A new run fits its preprocessing to the first chunk, or copies ``sample_chain``
-    (``fit_preprocessing``'s). Returns the run and the outcome of one epoch on ``X``.
+    (``fit_preprocessing``'s), or continues a model that ``fit`` trained: ``warm_from`` is
+    its ``(flow, chain, jitter)``, trained on with a new optimizer. Returns the run and
+    the outcome of one epoch on ``X``.
     """
     x = as_tensor(X, dtype=torch.float64)
+    if run is None and warm_from is not None:
+        flow, chain, jitter = warm_from
+        settings = dataclasses.replace(settings, whiten=flow.whitened)
+        chain = copy.deepcopy(chain).to(device=settings.device, dtype=torch.float64)
+        flow = copy.deepcopy(flow).requires_grad_(True)
+        run = TrainingRun(settings, chain, flow, jitter, len(x), incremental=True)
     if run is None:
         cpu_generator = torch.Generator().manual_seed(settings.seed)
         run = TrainingRun.start(

@@ -61,6 +61,10 @@ class Transform(nn.Module):
     def check(self, x: Tensor) -> None:
         """Raise ``ValueError`` if ``x`` cannot be scored (default: accept everything)."""
 
+    def check_training(self, x: Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` cannot be trained on (default: :meth:`check`)."""
+        self.check(x)
+
     def support(self, x: Tensor) -> Tensor:
         """Return a boolean per row of ``x``: inside the support (default: every row)."""
         return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)

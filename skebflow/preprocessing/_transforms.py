@@ -141,6 +141,14 @@ class Dequantize(Transform):
             )
         return self
 
+    def check_training(self, x: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is integer-valued (what :meth:`fit` checks).
+
+        A warm start and ``partial_fit`` train on new data with the fitted chain: the
+        data must be integers there too.
+        """
+        self.fit(x)
+
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return ``x + U[0, 1)`` with the noise drawn from ``generator`` (any device)."""
         noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
@@ -200,13 +208,20 @@ class Chain(Transform):
                 h = t.fit(h)._fit_output(h)
         return self
 
-    def check(self, x: Tensor) -> None:
-        """Run every stage's check on that stage's input (``ValueError`` on failure)."""
+    def check(self, x: Tensor, *, training: bool = False) -> None:
+        """Run every stage's check on that stage's input (``ValueError`` on failure).
+
+        With ``training``, each stage's :meth:`Transform.check_training` (for data to
+        train on: e.g. integers for :class:`Dequantize`).
+        """
         h = x
         with torch.no_grad():
             for k, t in enumerate(self.transforms):
                 try:
-                    t.check(h)
+                    if training:
+                        t.check_training(h)
+                    else:
+                        t.check(h)
                 except ValueError as exc:
                     if k == 0:
                         raise

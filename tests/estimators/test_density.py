@@ -22,7 +22,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skebflow import EBFlowDensity
 from skebflow.datasets._toys import make_toy
-from tests.helpers import ignore_convergence, tiny
+from tests.helpers import fit_quietly, ignore_convergence, tiny
 
 pytestmark = ignore_convergence
 
@@ -336,3 +336,28 @@ def test_auto_learning_rate_depends_on_the_architecture(gaussian_data):
 def test_constant_schedule_keeps_the_learning_rate(gaussian_data):
     est = fast(lr_schedule="constant", learning_rate=0.01, max_iter=3).fit(gaussian_data)
     assert est.final_learning_rate_ == 0.01
+
+
+def test_a_failed_refit_leaves_the_previous_model_whole():
+    """A refit on data of another width that fails after validation (here: an image shape
+    that does not fit) used to leave n_features_in_ of the new data beside the old flow, so
+    that the old data was refused and the new one met a torch error."""
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    est = fit_quietly(tiny(random_state=0), X)
+    before = est.score_samples(X)
+    est.set_params(architecture="conv", image_shape=(1, 3, 3))
+    with pytest.raises(ValueError, match="holds 9 values per image"):
+        est.fit(np.random.default_rng(1).normal(size=(100, 5)))
+    assert est.n_features_in_ == 3
+    np.testing.assert_array_equal(est.score_samples(X), before)
+    with pytest.raises(ValueError, match="X has 5 features, but EBFlowDensity is expecting 3"):
+        est.score_samples(np.zeros((2, 5)))
+
+
+def test_a_failed_first_fit_leaves_the_estimator_unfitted():
+    est = tiny(architecture="conv", image_shape=(1, 3, 3))
+    with pytest.raises(ValueError, match="holds 9 values per image"):
+        est.fit(np.random.default_rng(1).normal(size=(100, 5)))
+    assert not hasattr(est, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        est.score_samples(np.zeros((2, 5)))

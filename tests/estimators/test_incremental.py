@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.datasets import make_moons
 
 from skebflow import EBFlowDensity
-from tests.helpers import fit_quietly, quietly
+from tests.helpers import fit_quietly, quietly, tiny
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,36 @@ def test_partial_fit_over_the_blocks_of_a_dask_array(moons):
         est.partial_fit(block.compute())
     numpy_chunks = _passes(EBFlowDensity(random_state=0), list(np.array_split(X, 4)), 1)
     np.testing.assert_array_equal(est.score_samples(X_test), numpy_chunks.score_samples(X_test))
+
+
+def test_partial_fit_after_fit_continues_the_fitted_model():
+    """Before, partial_fit after fit started over from a new flow, bit-identical to a fresh
+    estimator, discarding the fit."""
+    X = np.random.default_rng(0).normal(size=(300, 2)) * [1.0, 3.0]
+    est = fit_quietly(tiny(random_state=0, max_iter=20, learning_rate=1e-2), X)
+    fitted = est.score(X)
+    est.set_params(learning_rate=1e-4).partial_fit(X)
+    fresh = tiny(random_state=0, learning_rate=1e-4).partial_fit(X)
+    assert est.n_iter_ == 1
+    # One small step from the fitted model, far from where a fresh start is.
+    assert abs(est.score(X) - fitted) < 0.01 < abs(fresh.score(X) - fitted)
+
+
+def test_dequantize_checks_for_integers_on_every_training_path():
+    """Only a cold fit used to check: a warm start or a later partial_fit chunk trained on
+    fractional data behind a dequantized chain."""
+    integers = np.random.default_rng(0).integers(0, 16, size=(200, 2)).astype(float)
+    fractional = integers + 0.25
+    message = "dequantize=True needs integer-valued data"
+    warm = fit_quietly(tiny(dequantize=True, preprocessing="logit", warm_start=True), integers)
+    with pytest.raises(ValueError, match=message):
+        warm.fit(fractional)
+    chunks = tiny(dequantize=True, preprocessing="logit").partial_fit(integers)
+    with pytest.raises(ValueError, match=message):
+        chunks.partial_fit(fractional)
+    sampled = tiny(dequantize=True, preprocessing="logit").fit_preprocessing(integers)
+    with pytest.raises(ValueError, match=message):
+        sampled.partial_fit(fractional)
+    after_fit = fit_quietly(tiny(dequantize=True, preprocessing="logit"), integers)
+    with pytest.raises(ValueError, match=message):
+        after_fit.partial_fit(fractional)
