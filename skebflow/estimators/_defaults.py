@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_LEARNING_RATES",
     "DEGENERATE_JITTER",
     "DEQUANTIZED_LOGIT_EPS",
+    "DIVERGENCE_NOISE_STANDARD_ERRORS",
     "PLATEAU_PATIENCE_FRACTION",
     "SCORE_BATCH_SCALED_ARCHITECTURES",
     "SCORE_MAX_LEARNING_RATES",
@@ -146,6 +147,11 @@ WHITENING_MIN_VARIANCE = 1e-4
 #: collinear columns, no more rows than columns), in the units the flow is trained in
 #: (standardized units by default); see :mod:`skebflow.preprocessing` (``find_degeneracy``).
 DEGENERATE_JITTER = 1e-3
+#: A fit is said to have diverged from its untrained start only when its held-out
+#: log-likelihood is worse by more than this many standard errors of the validation
+#: score (the rows' spread over the square root of their number): smaller gaps are the
+#: noise of a finite validation split, not divergence.
+DIVERGENCE_NOISE_STANDARD_ERRORS = 2.0
 
 
 def auto_architecture(n_features: int, *, image: bool = False, objective: str = "ml") -> str:

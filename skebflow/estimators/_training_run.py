@@ -33,7 +33,11 @@ from sklearn.covariance import LedoitWolf
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from torch import Tensor
 
-from skebflow.estimators._defaults import DEGENERATE_JITTER, WHITENING_MIN_VARIANCE
+from skebflow.estimators._defaults import (
+    DEGENERATE_JITTER,
+    DIVERGENCE_NOISE_STANDARD_ERRORS,
+    WHITENING_MIN_VARIANCE,
+)
 from skebflow.estimators._divergence import warn_divergence
 from skebflow.estimators._settings import FitSettings
 from skebflow.exceptions import TrainingDivergedError
@@ -213,6 +217,11 @@ class TrainingRun:
         train_data, prepare, score_fn = _training_data(self, x_train, x_val)
         with intra_op_threads(settings.threads):
             initial_score = _untrained_score(self.trainer, score_fn) if baseline else None
+            noise = 0.0
+            if initial_score is not None:  # differences below two standard errors are noise
+                noise = DIVERGENCE_NOISE_STANDARD_ERRORS * _untrained_standard_error(
+                    self.trainer, score_fn
+                )
             result = self._guard(
                 lambda: self.trainer.fit(
                     train_data, prepare=prepare, score_fn=score_fn, initial_score=initial_score
@@ -229,6 +238,7 @@ class TrainingRun:
             flow=flow,
             y_train=y_train,
             generator=torch.Generator(device=device).manual_seed(settings.seed + 2),
+            tolerance=noise,
         )
         warn_divergence(findings, self._advice())
         return self._outcome(flow, log_normalizer, result, findings)
@@ -402,7 +412,7 @@ def validation_split(
 
 def _training_data(
     run: TrainingRun, x_train: Tensor, x_val: Tensor
-) -> tuple[Tensor, PrepareFn | None, ScoreFn | None]:
+) -> tuple[Tensor, PrepareFn | None, ValidationScore | None]:
     """Return what the trainer gets: training data, ``prepare`` and the validation score.
 
     With Match after Preprocessing the objective sees the preprocessed data; without it
@@ -435,20 +445,43 @@ def _training_data(
         return train_data, prepare, None
     with torch.no_grad():
         y_val64, ladj_val = inner.forward(x_val)
-        y_val, offset = y_val64.to(dtype), float(ladj_val.mean())
+    return train_data, prepare, ValidationScore(y_val64, ladj_val, dtype)
 
-    def score_fn(model: EnergyFlow) -> float:
+
+class ValidationScore:
+    """The validation log-likelihood of a flow (mean over the rows) and its noise.
+
+    ``y_val`` are the validation rows in the units the flow models and ``ladj`` the
+    log-Jacobian of the map to them (so that the score is in the units of ``X``);
+    ``dtype`` the training precision the flow computes in.
+    """
+
+    def __init__(self, y_val: Tensor, ladj: Tensor, dtype: torch.dtype) -> None:
+        self.y_val64, self.y_val = y_val, y_val.to(dtype)
+        self.ladj, self.dtype = ladj.to(torch.float64), dtype
+
+    def rows(self, model: EnergyFlow) -> Tensor:
+        """Return each validation row's log-likelihood (float64)."""
         with torch.no_grad():
-            values = model.log_prob(y_val).to(torch.float64)
+            values = model.log_prob(self.y_val).to(torch.float64)
             bad = ~torch.isfinite(values)
-            if bool(bad.any()) and dtype != torch.float64:
+            if bool(bad.any()) and self.dtype != torch.float64:
                 # A row far from the data can overflow the training precision (float32's
                 # range ends at 3e38); score those rows again in float64.
                 model64 = copy.deepcopy(model).to(torch.float64)
-                values[bad] = model64.log_prob(y_val64[bad].to(torch.float64))
-            return float(values.mean()) + offset
+                values[bad] = model64.log_prob(self.y_val64[bad])
+        return values + self.ladj
 
-    return train_data, prepare, score_fn
+    def __call__(self, model: EnergyFlow) -> float:
+        """Return the mean validation log-likelihood (larger is better)."""
+        return float(self.rows(model).mean())
+
+    def standard_error(self, model: EnergyFlow) -> float:
+        """Return the standard error of :meth:`__call__`: the rows' spread over ``sqrt(n)``."""
+        values = self.rows(model)
+        if len(values) < 2 or not bool(torch.isfinite(values).all()):
+            return 0.0
+        return float(values.std() / math.sqrt(len(values)))
 
 
 def _jittered(batch: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
@@ -527,6 +560,14 @@ def _untrained_score(trainer: Trainer, score_fn: ScoreFn | None) -> float | None
     score = float(score_fn(trainer.kept))
     trainer.kept.train()
     return score
+
+
+def _untrained_standard_error(trainer: Trainer, score_fn: ValidationScore) -> float:
+    """Return the standard error of the untrained flow's validation score (eval mode)."""
+    trainer.kept.eval()
+    error = score_fn.standard_error(trainer.kept)
+    trainer.kept.train()
+    return error
 
 
 def _warn_about_training(result: TrainResult, max_iter: int) -> None:

@@ -36,6 +36,7 @@ def diagnose(
     flow: EnergyFlow,
     y_train: Tensor,
     generator: torch.Generator,
+    tolerance: float = 0.0,
 ) -> list[str]:
     """Return what went wrong in a finished run that ended without a NaN (empty if nothing).
 
@@ -51,6 +52,10 @@ def diagnose(
         The training data in those units.
     generator : torch.Generator
         Seeds the check's samples.
+    tolerance : float, default=0.0
+        Held-out differences up to this size are noise, not divergence (the estimator
+        passes two standard errors of the validation score): a kept untrained flow, or a
+        kept model worse than it, is reported only when the gap exceeds it.
 
     Returns
     -------
@@ -77,7 +82,9 @@ def diagnose(
     seen = []
     if initial_score is not None and result.validation_scores:
         best = max(result.validation_scores)
-        if result.best_epoch == 0:
+        if initial_score - best <= tolerance:
+            pass  # the best epoch is as good as the untrained flow, within the noise
+        elif result.best_epoch == 0:
             seen.append(
                 f"no epoch improved on the untrained flow's held-out log-likelihood "
                 f"({initial_score:.4g} per sample; the best epoch reached {best:.4g}), so "

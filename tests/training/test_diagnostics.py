@@ -53,3 +53,25 @@ def test_diagnose_says_when_no_epoch_beat_the_untrained_flow():
         )
         == []
     )
+
+
+def test_diagnose_ignores_gaps_within_the_tolerance_of_noise():
+    """A best epoch 0.005 nats below the untrained flow is noise when the validation score's
+    standard error is larger; a gap beyond the tolerance is still reported."""
+    flow = build_fc(3, n_blocks=1).double()
+    y = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kept = TrainResult(flow=flow, loss_curve=[1.0, 0.9], validation_scores=[-4.205, -4.21])
+    kept.best_epoch = 0
+
+    def seen(tolerance: float) -> list[str]:
+        return diagnose(
+            kept,
+            initial_score=-4.2,
+            flow=flow,
+            y_train=y,
+            generator=torch.Generator().manual_seed(1),
+            tolerance=tolerance,
+        )
+
+    assert seen(0.09) == []
+    assert len(seen(0.001)) == 1 and seen(0.001)[0].startswith("no epoch improved")
