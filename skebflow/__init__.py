@@ -18,7 +18,7 @@ from skebflow.estimators import (
     load,
     save,
 )
-from skebflow.exceptions import DivergenceWarning, ModelVersionWarning
+from skebflow.exceptions import DivergenceWarning, ModelVersionWarning, PointMassWarning
 
 __all__ = [
     "DivergenceWarning",
@@ -26,6 +26,7 @@ __all__ = [
     "EBFlowImputer",
     "EBFlowOutlierDetector",
     "ModelVersionWarning",
+    "PointMassWarning",
     "__version__",
     "load",
     "save",

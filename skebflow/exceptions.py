@@ -10,6 +10,7 @@ __all__ = [
     "DivergenceWarning",
     "ModelVersionWarning",
     "NotAModelFileError",
+    "PointMassWarning",
     "TrainingDivergedError",
 ]
 
@@ -25,6 +26,14 @@ class DivergenceWarning(UserWarning):
 
 class ModelVersionWarning(UserWarning):
     """The model file was written by another version of skebflow or torch."""
+
+
+class PointMassWarning(UserWarning):
+    """The training data have point masses (discrete columns, repeated values or rows).
+
+    A continuous density's likelihood can grow without bound on them; the warning names
+    the columns and the remedy (``dequantize=True`` for integer data).
+    """
 
 
 class NotAModelFileError(ValueError):

@@ -40,9 +40,15 @@ from skebflow.estimators._defaults import (
 )
 from skebflow.estimators._divergence import warn_divergence
 from skebflow.estimators._settings import FitSettings
-from skebflow.exceptions import TrainingDivergedError
+from skebflow.exceptions import PointMassWarning, TrainingDivergedError
 from skebflow.nn import EnergyFlow
-from skebflow.preprocessing import Chain, find_degeneracy, with_preprocessing, without_preprocessing
+from skebflow.preprocessing import (
+    Chain,
+    find_degeneracy,
+    find_point_masses,
+    with_preprocessing,
+    without_preprocessing,
+)
 from skebflow.training import PrepareFn, ScoreFn, Trainer, TrainResult, diagnose
 from skebflow.utils import as_tensor, intra_op_threads, user_stacklevel
 
@@ -492,17 +498,28 @@ def _jittered(batch: Tensor, jitter: float, generator: torch.Generator) -> Tenso
 
 
 def _degenerate_jitter(chain: Chain, x_train: Tensor, settings: FitSettings) -> float:
-    """Return the jitter for ``x_train`` in ``chain``'s units: 0, or a warned-of floor."""
+    """Return the jitter for ``x_train`` in ``chain``'s units: 0, or a warned-of floor.
+
+    Degenerate data (constant or collinear columns, too few rows) and data with point
+    masses (discrete columns, repeated values, duplicate rows) get the jitter, each with
+    its own warning.
+    """
     with torch.no_grad():
         degeneracy = find_degeneracy(chain.forward(x_train.to(settings.device))[0])
-    if not degeneracy:
-        return 0.0
-    warnings.warn(
-        degeneracy.message(DEGENERATE_JITTER),
-        DataDimensionalityWarning,
-        stacklevel=user_stacklevel(),
-    )
-    return DEGENERATE_JITTER
+    point_masses = find_point_masses(x_train)
+    if degeneracy:
+        warnings.warn(
+            degeneracy.message(DEGENERATE_JITTER),
+            DataDimensionalityWarning,
+            stacklevel=user_stacklevel(),
+        )
+    if point_masses:
+        warnings.warn(
+            point_masses.message(DEGENERATE_JITTER),
+            PointMassWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return DEGENERATE_JITTER if degeneracy or point_masses else 0.0
 
 
 def _fit_whitening(

@@ -6,6 +6,7 @@ from skebflow.preprocessing._inside import (
     with_preprocessing,
     without_preprocessing,
 )
+from skebflow.preprocessing._point_masses import PointMasses, find_point_masses
 from skebflow.preprocessing._transforms import (
     PREPROCESSING,
     Chain,
@@ -21,10 +22,12 @@ __all__ = [
     "Chain",
     "Dequantize",
     "Logit",
+    "PointMasses",
     "PreprocessingLayer",
     "Standardize",
     "Transform",
     "find_degeneracy",
+    "find_point_masses",
     "make_preprocessing",
     "with_preprocessing",
     "without_preprocessing",
