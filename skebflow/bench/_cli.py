@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality,inference,anytime} [options]``.
+"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality,inference,anytime,detector}``.
 
 ``speed``
     Time per training step of every objective on the paper's FC flow (batch 100) at
@@ -24,6 +24,10 @@ anytime
     Held-out NLL against training seconds of every objective on the same flow and data,
     and the time each needs to come within 1 % of ML's final NLL; see
     python -m skebflow bench anytime --help.
+``detector``
+    The share of fresh inliers each outlier detector flags against its contamination:
+    ``EBFlowOutlierDetector`` (held-out and training thresholds), ``IsolationForest``
+    and ``LocalOutlierFactor``; see :mod:`skebflow.bench._detector`.
 
 Each writes ``<name>.json`` (machine, command, configuration, every measurement),
 ``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
@@ -72,6 +76,7 @@ from skebflow.bench._anytime import (
     run_anytime,
 )
 from skebflow.bench._baselines import BASELINES, BIC_COMPONENTS, KDE_BANDWIDTHS, QUALITY_PEERS
+from skebflow.bench._detector import DETECTOR_DATASETS, detector_markdown, run_detector
 from skebflow.bench._inference import (
     INFERENCE_FEATURES,
     MEMORY_METHODS,
@@ -438,12 +443,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subcommands = ((speed, None), (nll, 1), (truth, None), (quality, 1), (inference, 1))
-    subcommands += ((anytime, None),)
+    detector = commands.add_parser(
+        "detector", help="share of fresh inliers each outlier detector flags"
+    )
+    subcommands += ((anytime, None), (detector, 1))
     for sub, default_threads in subcommands:
         sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
         if sub in (speed, nll, anytime):
             sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-        if sub not in (quality, inference):
+        if sub not in (quality, inference, detector):
             sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
         sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
         sub.add_argument(
@@ -544,7 +552,37 @@ def _parser() -> argparse.ArgumentParser:
         help="no whitening map in front of the FC flow for the score-matching objectives",
     )
     anytime.add_argument("--no-plot", action="store_true")
+    detector.add_argument("--datasets", nargs="+", choices=DETECTOR_DATASETS)
+    detector.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
+    detector.add_argument("--contaminations", type=float, nargs="+", default=[0.01, 0.05, 0.1])
     return parser
+
+
+def _detector(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    names = args.datasets or (("moons",) if args.quick else DETECTOR_DATASETS)
+    seeds = tuple(range(1 if args.quick else args.seeds))
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        rows = run_detector(
+            datasets=names,
+            seeds=seeds,
+            contaminations=args.contaminations,
+            quick=args.quick,
+            log=log,
+        )
+    seconds = time.perf_counter() - start
+    payload = {"benchmark": "detector", "command": sys.argv, "machine": machine, "rows": rows}
+    header = (
+        f"Wall time {seconds / 60:.1f} min, {args.threads} thread(s), on "
+        f"{machine['cpu_count']} CPU(s) ({machine['cpu']}); seeds {list(seeds)}. "
+        "Share of fresh inliers flagged (mean over seeds): a calibrated detector flags "
+        "about the contamination.\n\n"
+    )
+    folder = Path(args.output)
+    _write(folder, "detector", payload, header + detector_markdown(rows))
+    log(f"wrote {folder / 'detector.json'} and {folder / 'detector.md'} ({seconds:.0f} s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -564,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
     commands = {"speed": _speed, "nll": _nll, "truth": _truth, "quality": _quality}
-    commands.update(inference=_inference, anytime=_anytime)
+    commands.update(inference=_inference, anytime=_anytime, detector=_detector)
     return commands[args.command](args, log)
 
 

@@ -561,6 +561,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.best_iteration_ = outcome.best_iteration
         self.final_learning_rate_ = outcome.final_learning_rate
         self.divergence_ = outcome.divergence
+        # The rows of the last fit's X held out of training (not saved in model files):
+        # the outlier detector sets its threshold on their scores.
+        self._validation_index = outcome.validation_index
 
     def __sklearn_is_fitted__(self) -> bool:
         """Whether a flow was trained (``fit_preprocessing`` alone does not fit)."""

@@ -68,7 +68,9 @@ class TrainingOutcome:
 
     ``flow`` is the kept flow in float64, frozen and in eval mode, without the
     preprocessing; ``history`` is the run's (a fit's own epochs, or every epoch of
-    ``partial_fit``); ``divergence`` the end-of-fit findings (empty for a healthy fit).
+    ``partial_fit``); ``divergence`` the end-of-fit findings (empty for a healthy fit);
+    ``validation_index`` the rows of ``X`` held out of training (``None`` when none were,
+    as in ``partial_fit``).
     """
 
     settings: FitSettings
@@ -87,6 +89,7 @@ class TrainingOutcome:
     final_learning_rate: float
     divergence: list[str]
     interrupted: bool = False
+    validation_index: np.ndarray | None = None
 
 
 class TrainingRun:
@@ -342,7 +345,7 @@ def run_fit(
     x_all = as_tensor(X, dtype=torch.float64)
     cpu_generator = torch.Generator().manual_seed(settings.seed)
     fraction = settings.validation_fraction if settings.early_stopping else None
-    x_train, x_val = validation_split(x_all, fraction, cpu_generator)
+    x_train, x_val, validation_index = validation_split(x_all, fraction, cpu_generator)
     if warm_from is None:
         run = TrainingRun.start(settings, x_all, x_train, cpu_generator=cpu_generator)
     else:
@@ -350,7 +353,9 @@ def run_fit(
         run = TrainingRun.warm(
             settings, x_all, x_train, flow=flow, chain=chain, jitter=jitter, kept=kept
         )
-    return run, run.fit(x_train, x_val, baseline=warm_from is None)
+    outcome = run.fit(x_train, x_val, baseline=warm_from is None)
+    held_out = validation_index if len(validation_index) else None
+    return run, dataclasses.replace(outcome, validation_index=held_out)
 
 
 def run_partial_fit(
@@ -385,8 +390,10 @@ def run_partial_fit(
 
 def validation_split(
     x: Tensor, fraction: float | None, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """Return ``(x_train, x_val)``: a random ``fraction`` of the rows held out.
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Return ``(x_train, x_val, index)``: a random ``fraction`` of the rows held out.
+
+    ``index`` holds the positions of the held-out rows in ``x``.
 
     ``fraction=None`` holds out nothing. So does a split that would leave fewer than 2
     rows on either side, with a ``UserWarning`` (early stopping then watches the training
@@ -395,9 +402,9 @@ def validation_split(
     Examples
     --------
     >>> x = torch.arange(20.0).reshape(10, 2)
-    >>> x_train, x_val = validation_split(x, 0.2, torch.Generator().manual_seed(0))
-    >>> x_train.shape, x_val.shape
-    (torch.Size([8, 2]), torch.Size([2, 2]))
+    >>> x_train, x_val, index = validation_split(x, 0.2, torch.Generator().manual_seed(0))
+    >>> x_train.shape, x_val.shape, bool(torch.equal(x[index], x_val))
+    (torch.Size([8, 2]), torch.Size([2, 2]), True)
     """
     n = x.shape[0]
     n_val = math.floor(fraction * n) if fraction is not None else 0
@@ -413,7 +420,7 @@ def validation_split(
             )
         n_val = 0
     order = torch.randperm(n, generator=generator)
-    return x[order[n_val:]], x[order[:n_val]]
+    return x[order[n_val:]], x[order[:n_val]], order[:n_val].numpy()
 
 
 def _training_data(

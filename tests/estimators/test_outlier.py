@@ -8,8 +8,10 @@ import pickle
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal, spearmanr
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import KFold
 from sklearn.neighbors import KernelDensity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -42,8 +44,26 @@ def fitted(planted) -> EBFlowOutlierDetector:
     return fit_quietly(detector(contamination=0.1), X, ConvergenceWarning)
 
 
+def _held_out_counts(estimator: EBFlowOutlierDetector) -> dict[str, str]:
+    """The checks that count flagged training rows, which a held-out threshold breaks."""
+    if estimator.calibration == "training":
+        return {}
+    reason = (
+        "with calibration='held-out' the threshold is a quantile of held-out scores, so "
+        "fit_predict flags fewer training rows than contamination (fresh data: about "
+        "contamination); calibration='training' keeps scikit-learn's count (checked too)"
+    )
+    return {"check_outliers_fit_predict": reason, "check_outliers_train": reason}
+
+
 @parametrize_with_checks(
-    [detector(), EBFlowOutlierDetector(estimator=GaussianMixture(random_state=0))]
+    [
+        detector(),
+        EBFlowOutlierDetector(estimator=GaussianMixture(random_state=0)),
+        detector(calibration="training"),
+        EBFlowOutlierDetector(estimator=GaussianMixture(random_state=0), calibration="training"),
+    ],
+    expected_failed_checks=_held_out_counts,
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -65,13 +85,53 @@ def test_decision_function_and_predict_follow_the_offset(fitted, planted):
 @pytest.mark.parametrize("contamination", [0.01, 0.05, 0.1, 0.237, 0.5, "auto"])
 def test_training_fraction_flagged_follows_the_percentile_rule(planted, contamination):
     X, _ = planted
-    det = detector(contamination=contamination).fit(X)
+    det = detector(contamination=contamination, calibration="training").fit(X)
+    assert det.calibration_ == "training"
     c = AUTO_CONTAMINATION if contamination == "auto" else contamination
     scores = det.score_samples(X)
     assert det.offset_ == np.percentile(scores, 100 * c)
     assert len(np.unique(scores)) == len(X)  # no ties: the count is exact
     # np.percentile interpolates at rank (n - 1) c, so exactly ceil((n - 1) c) scores lie below.
     assert np.sum(det.predict(X) == -1) == math.ceil((len(X) - 1) * c)
+
+
+@pytest.mark.parametrize("contamination", [0.01, 0.1])
+def test_the_threshold_is_a_quantile_of_scores_the_model_did_not_train_on(planted, contamination):
+    """With 2,000 rows, 0.1 of the 200 validation rows is 20 expected flags: the flow's
+    validation rows set the threshold; 0.01 of them is 2, too few: out-of-fold scores of 5
+    clones do (on the 200 planted rows)."""
+    X, _ = planted
+    if contamination == 0.1:
+        X = np.random.default_rng(1).normal(size=(2000, 2))
+    det = detector(contamination=contamination).fit(X)
+    if contamination == 0.1:
+        index = det.estimator_._validation_index
+        assert det.calibration_ == "validation" and len(index) == 200
+        expected = np.percentile(det.score_samples(X[index]), 10)
+    else:
+        assert det.calibration_ == "cross-fitted"
+        scores = np.empty(len(X))
+        for train, test in KFold(5, shuffle=True, random_state=0).split(X):
+            scores[test] = clone(det.estimator_).fit(X[train]).score_samples(X[test])
+        expected = np.percentile(scores, 1)
+    assert det.offset_ == expected
+
+
+def test_held_out_threshold_flags_about_contamination_of_fresh_inliers():
+    """A flexible density scores its own training rows too high (here -1.4 nats on them,
+    -32 on fresh rows): the training rule flags nearly every fresh inlier, the held-out
+    (cross-fitted) rule about the contamination."""
+    rng = np.random.default_rng(0)
+    train, fresh = rng.normal(size=(150, 8)), rng.normal(size=(5000, 8))
+    flow = EBFlowDensity(
+        max_iter=80, early_stopping=False, n_blocks=2, hidden_features=32,
+        learning_rate=1e-2, random_state=0,
+    )  # fmt: skip
+    rates = {}
+    for calibration in ("held-out", "training"):
+        det = EBFlowOutlierDetector(estimator=flow, contamination=0.1, calibration=calibration)
+        rates[calibration] = np.mean(fit_quietly(det, train).predict(fresh) == -1)
+    assert 0.05 < rates["held-out"] < 0.2 and rates["training"] > 0.5
 
 
 def test_auto_is_contamination_one_percent(planted):
@@ -107,7 +167,8 @@ def test_finds_planted_outliers_like_the_true_gaussian(planted):
 )
 def test_any_density_estimator_with_the_same_offset_rule(planted, density):
     X, _ = planted
-    det = EBFlowOutlierDetector(estimator=density, contamination=0.025).fit(X)
+    det = EBFlowOutlierDetector(estimator=density, contamination=0.025, calibration="training")
+    det.fit(X)
     assert det.estimator_ is not density and type(det.estimator_) is type(density)
     assert not hasattr(density, "n_features_in_")  # the given estimator stays unfitted
     scores = density.fit(X).score_samples(X)
@@ -201,7 +262,9 @@ class _ZeroOnFirst(GaussianMixture):
 def test_zero_training_density_below_the_contamination_keeps_a_finite_offset(planted, n_zero):
     X, _ = planted
     with failing_on(RuntimeWarning):  # no inf - inf on the way
-        det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(n_zero), contamination=0.1).fit(X)
+        det = EBFlowOutlierDetector(
+            estimator=_ZeroOnFirst(n_zero), contamination=0.1, calibration="training"
+        ).fit(X)
     scores = det.score_samples(X)
     assert np.isneginf(scores).sum() == n_zero
     assert np.isfinite(det.offset_) and det.offset_ == np.percentile(scores, 10)
@@ -214,7 +277,9 @@ def test_zero_training_density_below_the_contamination_keeps_a_finite_offset(pla
 @pytest.mark.parametrize(("n_zero", "contamination"), [(20, 0.1), (100, 0.1), (5, "auto")])
 def test_zero_training_density_at_the_quantile_leaves_no_threshold(planted, n_zero, contamination):
     X, _ = planted
-    det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(n_zero), contamination=contamination)
+    det = EBFlowOutlierDetector(
+        estimator=_ZeroOnFirst(n_zero), contamination=contamination, calibration="training"
+    )
     match = f"-inf \\(zero density\\) at {n_zero} of the 200 training points.*no finite threshold"
     with failing_on(RuntimeWarning), pytest.raises(ValueError, match=match):
         det.fit(X)
@@ -222,7 +287,9 @@ def test_zero_training_density_at_the_quantile_leaves_no_threshold(planted, n_ze
 
 def test_infinite_training_density_at_the_quantile_leaves_no_threshold(planted):
     X, _ = planted
-    det = EBFlowOutlierDetector(estimator=_ZeroOnFirst(150, sign=1.0), contamination=0.5)
+    det = EBFlowOutlierDetector(
+        estimator=_ZeroOnFirst(150, sign=1.0), contamination=0.5, calibration="training"
+    )
     with pytest.raises(FloatingPointError, match="not finite"):
         det.fit(X)
 

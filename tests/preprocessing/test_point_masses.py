@@ -12,7 +12,7 @@ from skebflow.preprocessing import find_point_masses
 from tests.helpers import failing_on, quietly
 
 
-def _found(X: np.ndarray):  # noqa: ANN202 - PointMasses
+def _found(X: np.ndarray):
     return find_point_masses(torch.as_tensor(X, dtype=torch.float64))
 
 
