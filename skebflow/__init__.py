@@ -18,13 +18,19 @@ from skebflow.estimators import (
     load,
     save,
 )
-from skebflow.exceptions import DivergenceWarning, ModelVersionWarning, PointMassWarning
+from skebflow.exceptions import (
+    DivergenceWarning,
+    GrossOutlierWarning,
+    ModelVersionWarning,
+    PointMassWarning,
+)
 
 __all__ = [
     "DivergenceWarning",
     "EBFlowDensity",
     "EBFlowImputer",
     "EBFlowOutlierDetector",
+    "GrossOutlierWarning",
     "ModelVersionWarning",
     "PointMassWarning",
     "__version__",

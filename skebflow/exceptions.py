@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "DivergenceWarning",
+    "GrossOutlierWarning",
     "ModelVersionWarning",
     "NotAModelFileError",
     "PointMassWarning",
@@ -26,6 +27,10 @@ class DivergenceWarning(UserWarning):
 
 class ModelVersionWarning(UserWarning):
     """The model file was written by another version of skebflow or torch."""
+
+
+class GrossOutlierWarning(UserWarning):
+    """Training rows hold values so extreme that they would set the standardization."""
 
 
 class PointMassWarning(UserWarning):

@@ -40,11 +40,12 @@ from skebflow.estimators._defaults import (
 )
 from skebflow.estimators._divergence import warn_divergence
 from skebflow.estimators._settings import FitSettings
-from skebflow.exceptions import PointMassWarning, TrainingDivergedError
+from skebflow.exceptions import GrossOutlierWarning, PointMassWarning, TrainingDivergedError
 from skebflow.nn import EnergyFlow
 from skebflow.preprocessing import (
     Chain,
     find_degeneracy,
+    find_gross_outliers,
     find_point_masses,
     with_preprocessing,
     without_preprocessing,
@@ -161,6 +162,7 @@ class TrainingRun:
         else:
             chain = copy.deepcopy(chain)
         chain = chain.to(device=settings.device, dtype=torch.float64)
+        _warn_about_gross_outliers(x_all)  # all rows: their indices are the user's
         flow = settings.build_flow(cpu_generator)
         chain.check(x_all.to(settings.device), training=True)
         jitter = 0.0 if settings.dequantize else _degenerate_jitter(chain, x_train, settings)
@@ -527,6 +529,13 @@ def _degenerate_jitter(chain: Chain, x_train: Tensor, settings: FitSettings) -> 
             stacklevel=user_stacklevel(),
         )
     return DEGENERATE_JITTER if degeneracy or point_masses else 0.0
+
+
+def _warn_about_gross_outliers(x: Tensor) -> None:
+    """Warn, naming the rows, when training values lie far beyond their column's spread."""
+    found = find_gross_outliers(x)
+    if found:
+        warnings.warn(found.message(), GrossOutlierWarning, stacklevel=user_stacklevel())
 
 
 def _fit_whitening(

@@ -1,6 +1,7 @@
 """Invertible preprocessing of the data (torch only) and its optional place inside the flow."""
 
 from skebflow.preprocessing._degeneracy import find_degeneracy
+from skebflow.preprocessing._gross_outliers import GrossOutliers, find_gross_outliers
 from skebflow.preprocessing._inside import (
     PreprocessingLayer,
     with_preprocessing,
@@ -21,12 +22,14 @@ __all__ = [
     "PREPROCESSING",
     "Chain",
     "Dequantize",
+    "GrossOutliers",
     "Logit",
     "PointMasses",
     "PreprocessingLayer",
     "Standardize",
     "Transform",
     "find_degeneracy",
+    "find_gross_outliers",
     "find_point_masses",
     "make_preprocessing",
     "with_preprocessing",
