@@ -20,6 +20,7 @@ from skebflow.estimators import (
 )
 from skebflow.exceptions import (
     DivergenceWarning,
+    DriftWarning,
     GrossOutlierWarning,
     ModelVersionWarning,
     PointMassWarning,
@@ -27,6 +28,7 @@ from skebflow.exceptions import (
 
 __all__ = [
     "DivergenceWarning",
+    "DriftWarning",
     "EBFlowDensity",
     "EBFlowImputer",
     "EBFlowOutlierDetector",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "DivergenceWarning",
+    "DriftWarning",
     "GrossOutlierWarning",
     "ModelVersionWarning",
     "NotAModelFileError",
@@ -27,6 +28,10 @@ class DivergenceWarning(UserWarning):
 
 class ModelVersionWarning(UserWarning):
     """The model file was written by another version of skebflow or torch."""
+
+
+class DriftWarning(UserWarning):
+    """A warm start's new data differ from what the fitted model (and its preprocessing) saw."""
 
 
 class GrossOutlierWarning(UserWarning):

@@ -34,6 +34,8 @@ __all__ = [
     "DEGENERATE_JITTER",
     "DEQUANTIZED_LOGIT_EPS",
     "DIVERGENCE_NOISE_STANDARD_ERRORS",
+    "DRIFT_MIN_NATS",
+    "DRIFT_NATS_PER_FEATURE",
     "PLATEAU_PATIENCE_FRACTION",
     "SCORE_BATCH_SCALED_ARCHITECTURES",
     "SCORE_MAX_LEARNING_RATES",
@@ -152,6 +154,11 @@ DEGENERATE_JITTER = 1e-3
 #: score (the rows' spread over the square root of their number): smaller gaps are the
 #: noise of a finite validation split, not divergence.
 DIVERGENCE_NOISE_STANDARD_ERRORS = 2.0
+#: A warm start warns of drift when the new rows' mean log-density under the fitted model
+#: is below its best held-out score by more than this many nats per feature (and at
+#: least ``DRIFT_MIN_NATS``): the preprocessing it keeps was fitted to other data.
+DRIFT_NATS_PER_FEATURE = 1.0
+DRIFT_MIN_NATS = 5.0
 
 
 def auto_architecture(n_features: int, *, image: bool = False, objective: str = "ml") -> str:

@@ -31,11 +31,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
+from skebflow.estimators._defaults import DRIFT_MIN_NATS, DRIFT_NATS_PER_FEATURE
 from skebflow.estimators._inference import FittedFlow
 from skebflow.estimators._model_file import write_model
 from skebflow.estimators._record import density_record
 from skebflow.estimators._settings import resolve_settings
 from skebflow.estimators._training_run import TrainingOutcome, run_fit, run_partial_fit
+from skebflow.exceptions import DriftWarning
 from skebflow.nn import ARCHITECTURES, HIDDEN_FEATURES
 from skebflow.objectives import OBJECTIVE_OPTIONS, OBJECTIVES
 from skebflow.preprocessing import PREPROCESSING
@@ -53,7 +55,7 @@ from skebflow.sampling import (
     refine,
 )
 from skebflow.training import TrainConfig
-from skebflow.utils import DTYPES, as_tensor, make_generator, to_numpy
+from skebflow.utils import DTYPES, as_tensor, make_generator, to_numpy, user_stacklevel
 
 __all__ = ["EBFlowDensity"]
 
@@ -418,6 +420,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             )
             settings = resolve_settings(self.get_params(), X.shape[1])
             warm_from = (self.flow_, self.preprocessing_, self.jitter_) if warm else None
+            if warm:
+                self._warn_about_drift(X)
             run, outcome = run_fit(settings, X, warm_from=warm_from, kept=kept)
             # The run (the optimizer's moments, the EMA) is kept only for a warm start.
             self._run = run if self.warm_start else None
@@ -490,6 +494,31 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             )
             self._set_fitted(outcome)
         return self
+
+    def _warn_about_drift(self, X: np.ndarray) -> None:
+        """Warn when a warm start's rows score far below the fitted model's held-out rows.
+
+        A warm start keeps the preprocessing statistics and the flow: on data shifted or
+        rescaled far from what they were fitted to (1e3 added to every value: -31,359
+        nats per sample where a fresh fit gives -2.82) it cannot recover, so the user is
+        told before training.
+        """
+        if not self.validation_scores_:
+            return
+        reference = max(self.validation_scores_)
+        scores = self.score_samples(X)
+        new = float(np.mean(scores)) if np.isfinite(scores).all() else -np.inf
+        margin = max(DRIFT_NATS_PER_FEATURE * self.n_features_in_, DRIFT_MIN_NATS)
+        if new < reference - margin:
+            warnings.warn(
+                f"warm_start: the new rows score {new:.4g} nats per sample under the fitted "
+                f"model, its held-out rows scored {reference:.4g}: the data differ from what "
+                "the model and its preprocessing statistics were fitted to (shifted or "
+                "rescaled?). A warm start keeps those statistics and may not recover; set "
+                "warm_start=False to fit afresh.",
+                DriftWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     @contextlib.contextmanager
     def _unchanged_on_error(self) -> Iterator[None]:
