@@ -5,7 +5,8 @@ so conditioning ``x`` on its observed entries is conditioning ``y = T(x)`` on th
 corresponding entries of ``y``; the chains run in ``y`` on ``exp(-E(y))`` (the flow's
 energy) and are mapped back by ``T⁻¹``, and the conditional mean is averaged in the units
 of ``X``. The rows with missing entries run in batches (:data:`MAX_PRECONDITIONER_ENTRIES`
-bounds the preconditioners' memory); a row with nothing observed gets exact joint draws
+bounds the preconditioners' memory, :data:`MAX_CHAIN_ROWS` the chains'); a
+row with nothing observed gets exact joint draws
 of the flow instead of chains.
 
 The functions take the torch objects themselves: ``flow``, an
@@ -34,6 +35,7 @@ from torch import Tensor
 from skebflow.nn import EnergyFlow
 from skebflow.preprocessing import Chain
 from skebflow.sampling._mcmc import (
+    MAX_CHAIN_ROWS,
     MAX_PRECONDITIONER_ENTRIES,
     N_CHAINS,
     N_GAUSSIAN_SAMPLES,
@@ -189,7 +191,10 @@ def _run_batches(
         samples = flow.sample(N_GAUSSIAN_SAMPLES, generator=generator)
         y = chain.forward(torch.where(missing, _centre(chain, x), x))[0]
     rows = torch.nonzero(partial_rows).flatten()
-    batch = max(1, MAX_PRECONDITIONER_ENTRIES // (d * d))
+    # Rows per batch: bounded by the preconditioners' memory and by the chains' (their
+    # initial proposals and states take about 0.3 MB per row at D = 10: 20,000 rows in one
+    # batch peaked at 5 GB).
+    batch = max(1, min(MAX_PRECONDITIONER_ENTRIES // (d * d), MAX_CHAIN_ROWS))
     for chunk in rows.split(batch) if len(rows) else ():
         run = run_chains(
             flow.energy,

@@ -47,6 +47,7 @@ __all__ = [
     "BURN_IN_FRACTION",
     "COVARIANCE_RIDGE",
     "INDEPENDENCE_SCALE",
+    "MAX_CHAIN_ROWS",
     "MAX_PRECONDITIONER_ENTRIES",
     "N_CHAINS",
     "N_GAUSSIAN_SAMPLES",
@@ -86,6 +87,9 @@ N_GAUSSIAN_SAMPLES = 4096
 COVARIANCE_RIDGE = 1e-6
 #: Rows × D² per batch of preconditioners (bounded memory: 2**23 float64 = 64 MiB).
 MAX_PRECONDITIONER_ENTRIES = 2**23
+#: Rows whose chains run at once, at most: imputation's memory stays bounded whatever the
+#: number of rows (about 0.3 MB per row at D = 10, so some 150 MB per batch).
+MAX_CHAIN_ROWS = 512
 
 Energy = Callable[[Tensor], Tensor]
 

@@ -11,7 +11,7 @@ from skebflow.preprocessing import find_gross_outliers
 from tests.helpers import failing_on, quietly
 
 
-def _found(X: np.ndarray):  # noqa: ANN202 - GrossOutliers
+def _found(X: np.ndarray):
     return find_gross_outliers(torch.as_tensor(X, dtype=torch.float64))
 
 
