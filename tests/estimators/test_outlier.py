@@ -97,16 +97,16 @@ def test_training_fraction_flagged_follows_the_percentile_rule(planted, contamin
 
 @pytest.mark.parametrize("contamination", [0.01, 0.1])
 def test_the_threshold_is_a_quantile_of_scores_the_model_did_not_train_on(planted, contamination):
-    """With 2,000 rows, 0.1 of the 200 validation rows is 20 expected flags: the flow's
-    validation rows set the threshold; 0.01 of them is 2, too few: out-of-fold scores of 5
-    clones do (on the 200 planted rows)."""
+    """With 4,000 rows, 0.1 of the 400 validation rows is 40 expected flags: the flow's
+    validation rows set the threshold; 0.01 of the 20 validation rows of the 200 planted
+    rows is 0.2, too few: out-of-fold scores of 5 clones do."""
     X, _ = planted
     if contamination == 0.1:
-        X = np.random.default_rng(1).normal(size=(2000, 2))
+        X = np.random.default_rng(1).normal(size=(4000, 2))
     det = detector(contamination=contamination).fit(X)
     if contamination == 0.1:
         index = det.estimator_._validation_index
-        assert det.calibration_ == "validation" and len(index) == 200
+        assert det.calibration_ == "validation" and len(index) == 400
         expected = np.percentile(det.score_samples(X[index]), 10)
     else:
         assert det.calibration_ == "cross-fitted"
