@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skebflow import EBFlowDensity
 from skebflow.bench import QUALITY_PEERS
-from skebflow.cli._messages import info
+from skebflow.cli._messages import UsageError, info
 from skebflow.datasets import make_toy, toy_log_density
 
 __all__ = ["DEMO_OBJECTIVES", "demo"]
@@ -50,6 +50,9 @@ def demo(args: argparse.Namespace) -> int:
     int
         The exit status, 0.
     """
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        # Checked before the fits, not after them.
+        raise UsageError(f"--output {args.output} is a file; the demo writes into a folder")
     X = make_toy(args.dataset, args.n_samples, random_state=0)
     X_test = make_toy(args.dataset, 5000, random_state=1)
     truth = float(toy_log_density(args.dataset, X_test).mean())

@@ -118,6 +118,8 @@ def _kind(path: str) -> str:
         return "joblib/pickle"
     if head.startswith(_TORCH_MAGIC):
         return "skebflow model"
+    if not head:
+        return "empty"
     return "binary" if b"\x00" in head else "text"
 
 
@@ -167,7 +169,7 @@ def _locate_problem(path: str, skip: int, encoding: str, forced: bool) -> str | 
 def _read_csv(path: str, header: bool | None) -> Table:
     """Read a CSV file of numbers, its header line detected unless ``header`` is given."""
     kind = _kind(path)
-    if kind != "text":
+    if kind not in ("text", "empty"):  # an empty file is reported as holding no data
         raise WrongKindError(f"{path} is not a CSV text file but a {kind} file{_order_hint(kind)}")
     with open(path, "rb") as file:
         encoding = "utf-8-sig" if file.read(3) == b"\xef\xbb\xbf" else "latin-1"
@@ -207,6 +209,12 @@ def _read_npy(path: str) -> Table:
         X = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         kind = _kind(path)
+        if kind == ".npy array":  # a .npy file numpy refuses to read without pickle
+            raise DataError(
+                f"{path} holds a .npy array of Python objects (strings or mixed values), "
+                "which only pickle could load, and pickle can run code: save an array of "
+                "numbers instead (e.g. np.save(path, X.astype(float)))"
+            ) from error
         raise WrongKindError(
             f"{path} is not a .npy array but a {kind} file{_order_hint(kind)}"
         ) from error
@@ -298,6 +306,8 @@ def load_model(path: str, *, trust_pickle: bool = False) -> EBFlowDensity:
     """
     check_input(path)
     kind = _kind(path)
+    if kind == "empty":
+        raise DataError(f"{path} is empty (0 bytes), not a model file")
     if kind in ("text", ".npy array"):
         hint = " (perhaps data: check the order of the arguments)"
         raise WrongKindError(f"{path} is not a model file but a {kind} file{hint}")

@@ -412,11 +412,20 @@ def validation_split(
     n_val = math.floor(fraction * n) if fraction is not None else 0
     if n_val < 2 or n - n_val < 2:
         if fraction is not None:
+            if n_val >= 2:  # the fraction leaves too few rows to train on
+                why = (
+                    f"validation_fraction={fraction} of {n} samples leaves {n - n_val} row(s) "
+                    "to train on (at least 2 each side); lower validation_fraction"
+                )
+            else:
+                why = (
+                    f"{n} samples are too few for a validation split of "
+                    f"validation_fraction={fraction} ({n_val} held-out row(s); at least 2 "
+                    "each side)"
+                )
             warnings.warn(
-                f"{n} samples are too few for a validation split of "
-                f"validation_fraction={fraction} (at least 2 rows each): training without "
-                "early stopping on held-out data; the stopping rule watches the training "
-                "loss and the last epoch is kept.",
+                f"{why}: training without early stopping on held-out data; the stopping "
+                "rule watches the training loss and the last epoch is kept.",
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )

@@ -40,7 +40,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises
     ------
     ValueError
-        If the string names no device torch knows, or CUDA is asked for but absent.
+        If the string names no device torch knows, a device that is not available here
+        (CUDA or another backend), or ``"meta"``, which holds no data.
 
     Examples
     --------
@@ -55,6 +56,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device={device!r} is not a device torch knows: {exc}") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+    if resolved.type == "meta":
+        raise ValueError(
+            f"device={device!r} holds no data (PyTorch's 'meta' device records only shapes), "
+            "so nothing can be fitted or scored on it; use 'cpu', 'cuda' or 'auto'."
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        backend = getattr(torch, resolved.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ValueError(
+                f"device={device!r}: the {resolved.type} backend is not available here; use "
+                "'cpu', 'cuda' or 'auto'."
+            )
     return resolved
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from skebflow import EBFlowDensity
@@ -106,3 +107,20 @@ def test_a_closed_stdout_ends_quietly(files, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["score", str(files / "model.joblib"), str(files / "plain.csv")]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_messages_that_used_to_confuse(files, capsys, tmp_path):
+    """An empty model file was called a text file; an object .npy was 'not a .npy array
+    but a .npy array file'; demo --output onto a file failed only after every fit."""
+    (tmp_path / "empty.skebflow").write_bytes(b"")
+    assert main(["score", str(tmp_path / "empty.skebflow"), str(files / "plain.csv")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "is empty (0 bytes), not a model file")
+    np.save(tmp_path / "objects.npy", np.array([[1, "a"]], dtype=object))
+    assert main(["fit", str(tmp_path / "objects.npy"), str(tmp_path / "m.skebflow")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "a .npy array of Python objects")
+    (tmp_path / "taken").write_text("x")
+    argv = ["demo", "--output", str(tmp_path / "taken"), "--n-samples", "100"]
+    assert main(argv) == 2
+    err = capsys.readouterr()
+    assert_one_line_error(err.err, "is a file; the demo writes into a folder")
+    assert "held-out" not in err.out  # refused before any fit

@@ -361,3 +361,17 @@ def test_a_failed_first_fit_leaves_the_estimator_unfitted():
     assert not hasattr(est, "n_features_in_")
     with pytest.raises(NotFittedError):
         est.score_samples(np.zeros((2, 5)))
+
+
+def test_the_meta_device_is_refused_with_a_clear_message():
+    """device='meta' ended in torch's "Cannot copy out of meta tensor"."""
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ValueError, match="device='meta' holds no data"):
+        tiny(device="meta").fit(X)
+
+
+def test_a_validation_fraction_that_leaves_no_training_rows_is_named():
+    """validation_fraction=0.999 was blamed on the number of samples."""
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.warns(UserWarning, match="validation_fraction=0.999 of 100 samples leaves 1"):
+        fit_quietly(tiny(validation_fraction=0.999), X)
