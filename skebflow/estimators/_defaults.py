@@ -42,6 +42,7 @@ __all__ = [
     "SECOND_ORDER_OBJECTIVES",
     "SINGLE_THREAD_MAX_FEATURES",
     "SQUEEZED_ARCHITECTURES",
+    "TRAINING_COPIES",
     "WHITENED_ARCHITECTURES",
     "WHITENING_MIN_VARIANCE",
     "auto_architecture",
@@ -159,6 +160,9 @@ DIVERGENCE_NOISE_STANDARD_ERRORS = 2.0
 #: least ``DRIFT_MIN_NATS``): the preprocessing it keeps was fitted to other data.
 DRIFT_NATS_PER_FEATURE = 1.0
 DRIFT_MIN_NATS = 5.0
+#: Copies of the flow's weights that training holds (weights, gradients, Adam's two
+#: moments, the EMA): a fit whose copies exceed the device's memory is refused up front.
+TRAINING_COPIES = 5
 
 
 def auto_architecture(n_features: int, *, image: bool = False, objective: str = "ml") -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from torch import Tensor
 from skebflow.estimators._defaults import (
     DEGENERATE_JITTER,
     DIVERGENCE_NOISE_STANDARD_ERRORS,
+    TRAINING_COPIES,
     WHITENING_MIN_VARIANCE,
 )
 from skebflow.estimators._divergence import warn_divergence
@@ -163,6 +165,7 @@ class TrainingRun:
             chain = copy.deepcopy(chain)
         chain = chain.to(device=settings.device, dtype=torch.float64)
         _warn_about_gross_outliers(x_all)  # all rows: their indices are the user's
+        _check_training_memory(settings)
         flow = settings.build_flow(cpu_generator)
         chain.check(x_all.to(settings.device), training=True)
         jitter = 0.0 if settings.dequantize else _degenerate_jitter(chain, x_train, settings)
@@ -538,6 +541,40 @@ def _degenerate_jitter(chain: Chain, x_train: Tensor, settings: FitSettings) -> 
             stacklevel=user_stacklevel(),
         )
     return DEGENERATE_JITTER if degeneracy or point_masses else 0.0
+
+
+def _check_training_memory(settings: FitSettings) -> None:
+    """Refuse, before allocating, a flow whose training cannot fit in the device's memory.
+
+    The flow is built on PyTorch's ``meta`` device (nothing allocated) and its weights
+    counted; training holds about five copies of them (weights, gradients, Adam's two
+    moments, the EMA). 200,000 columns on the FC flow would have tried to allocate 160 GB.
+    """
+    with torch.device("meta"):
+        skeleton = settings.build_flow(torch.Generator().manual_seed(0))
+    n_weights = sum(t.numel() for t in skeleton.state_dict().values())
+    size = torch.empty((), dtype=settings.dtype).element_size()
+    needed = TRAINING_COPIES * n_weights * size
+    available = _device_memory(settings.device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"architecture={settings.architecture!r} on {settings.n_features} features has "
+            f"{n_weights:,} weights: training them needs about {needed / 2**30:,.1f} GiB "
+            f"(weights, gradients, Adam's moments and the EMA), more than the "
+            f"{available / 2**30:,.1f} GiB of {settings.device}. Reduce the number of "
+            "features first (e.g. with sklearn.decomposition.PCA in a pipeline), or choose "
+            "a smaller architecture, n_blocks or hidden_features."
+        )
+
+
+def _device_memory(device: torch.device) -> int | None:
+    """Return the device's total memory in bytes (None when it cannot be told)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
 
 
 def _warn_about_gross_outliers(x: Tensor) -> None:

@@ -375,3 +375,11 @@ def test_a_validation_fraction_that_leaves_no_training_rows_is_named():
     X = np.random.default_rng(0).normal(size=(100, 2))
     with pytest.warns(UserWarning, match="validation_fraction=0.999 of 100 samples leaves 1"):
         fit_quietly(tiny(validation_fraction=0.999), X)
+
+
+def test_a_flow_too_large_for_memory_is_refused_before_allocating():
+    """200,000 columns tried to allocate 160 GB for the FC flow's weights; now the flow is
+    sized on the meta device and refused with the sizes and the remedy."""
+    X = np.random.default_rng(0).normal(size=(3, 200_000))
+    with pytest.raises(ValueError, match=r"160,000,600,001 weights: training them needs about"):
+        fit_quietly(EBFlowDensity(max_iter=1), X)
