@@ -32,6 +32,7 @@ from skebflow.nn._flow import EnergyFlow
 from skebflow.nn._linear import ActNorm, Dense, Permutation, Whitening
 from skebflow.nn._splines import (
     RationalQuadraticCoupling,
+    RationalQuadraticSpline,
     check_spline_options,
     rq_spline,
     rq_spline_inverse,
@@ -54,6 +55,7 @@ __all__ = [
     "MaskedLinear",
     "Permutation",
     "RationalQuadraticCoupling",
+    "RationalQuadraticSpline",
     "SmoothLeakyReLU",
     "Split",
     "TangentTape",

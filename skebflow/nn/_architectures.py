@@ -31,7 +31,7 @@ from skebflow.nn._coupling import AffineCoupling
 from skebflow.nn._flow import EnergyFlow
 from skebflow.nn._image_rows import build_conv_rows, build_glow_rows, halvings
 from skebflow.nn._linear import ActNorm, Dense
-from skebflow.nn._splines import RationalQuadraticCoupling
+from skebflow.nn._splines import RationalQuadraticCoupling, RationalQuadraticSpline
 
 __all__ = [
     "ARCHITECTURES",
@@ -98,19 +98,20 @@ def _coupling_stack(
     hidden_features: int | tuple[int, ...],
     generator: torch.Generator | None,
     dense_init: str = "orthogonal",
+    single: Callable[[], Layer] = lambda: SmoothLeakyReLU(residual=True),
 ) -> EnergyFlow:
-    """``n_blocks`` × [ActNorm → Dense → ``coupling(parity, hidden)``] → Dense."""
+    """``n_blocks`` × [ActNorm → Dense → ``coupling(parity, hidden)``] → Dense.
+
+    With one feature there is no half to condition on: each block takes ``single()``.
+    """
     if n_blocks < 1:
         raise ValueError(f"n_blocks must be at least 1, got {n_blocks}.")
     hidden = (hidden_features,) * 2 if isinstance(hidden_features, int) else hidden_features
     layers: list[Layer] = []
     for block in range(n_blocks):
         layers += [ActNorm(features), Dense(features, init=dense_init, generator=generator)]
-        # One feature has no half to condition on: a residual elementwise layer instead.
-        single = features == 1
-        layers.append(
-            SmoothLeakyReLU(residual=True) if single else coupling(block % 2, tuple(hidden))
-        )
+        # One feature has no half to condition on: an elementwise layer instead.
+        layers.append(single() if features == 1 else coupling(block % 2, tuple(hidden)))
     layers.append(Dense(features, init=dense_init, generator=generator))
     return EnergyFlow(layers, features)
 
@@ -187,9 +188,9 @@ def build_spline(
     The constant-Jacobian layers (ActNorm, unconstrained dense mixing) go into the
     log-normalizer; the spline couplings, whose log-determinant depends on the input, go
     into the energy. Dense layers start at the identity (``dense_init``), couplings at the
-    identity with alternating masks. For
-    ``features == 1`` each coupling is replaced by a residual smooth leaky ReLU, as in
-    :func:`build_coupling`.
+    identity with alternating masks. For ``features == 1`` each coupling is replaced by an
+    unconditional elementwise spline (:class:`RationalQuadraticSpline`), so that
+    one-dimensional densities can be multimodal.
 
     Parameters
     ----------
@@ -241,6 +242,7 @@ def build_spline(
         hidden_features,
         generator,
         dense_init,
+        single=lambda: RationalQuadraticSpline(1, n_bins=n_bins, bound=bound),
     )
 
 

@@ -383,3 +383,22 @@ def test_a_flow_too_large_for_memory_is_refused_before_allocating():
     X = np.random.default_rng(0).normal(size=(3, 200_000))
     with pytest.raises(ValueError, match=r"160,000,600,001 weights: training them needs about"):
         fit_quietly(EBFlowDensity(max_iter=1), X)
+
+
+def test_one_dimensional_data_can_be_multimodal():
+    """With one feature the spline flow had no flexible layer (its couplings were replaced
+    by smooth leaky ReLUs): two bumps scored -2.40 against a 2-component GMM's -1.38 and 22 %
+    of the samples fell in the empty gap. It now stacks unconditional splines."""
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+
+    def bumps(n: int) -> np.ndarray:
+        left = rng.uniform(size=n) < 0.5
+        return np.where(left, rng.normal(-3, 0.5, n), rng.normal(3, 0.5, n))[:, None]
+
+    X, test = bumps(2000), bumps(5000)
+    est = fit_quietly(EBFlowDensity(random_state=0), X)
+    gmm = GaussianMixture(2, random_state=0).fit(X)
+    assert est.score(test) > gmm.score(test) - 0.05
+    assert np.mean(np.abs(est.sample(5000, random_state=0)) < 1.5) < 0.03

@@ -112,3 +112,18 @@ def test_autoregressive_spline_has_a_lower_triangular_jacobian():
     assert torch.count_nonzero(torch.tril(jacobian, diagonal=-1)) > 0  # it is conditioned
     log_diagonal = torch.diagonal(jacobian).log().sum()
     torch.testing.assert_close(layer(x[None])[1][0], log_diagonal)
+
+
+def test_unconditional_spline_inverts_and_its_log_derivative_is_exact():
+    from skebflow.nn import RationalQuadraticSpline
+
+    layer = RationalQuadraticSpline(2, n_bins=6, bound=3.0).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.normal_(generator=generator)
+    x = 2.5 * torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    y, ladj = layer(x)
+    assert torch.allclose(layer.inverse(y), x, atol=1e-10)
+    jacobians = torch.autograd.functional.jacobian(lambda v: layer(v[None])[0][0], x[0])
+    assert torch.allclose(ladj[0], torch.logdet(jacobians))
