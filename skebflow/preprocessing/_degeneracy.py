@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["Degeneracy", "find_degeneracy"]
+__all__ = ["Degeneracy", "find_degeneracy", "name_columns"]
 
 #: A direction whose variance is below this fraction of the mean variance is degenerate.
 COLLINEAR_RTOL = 1e-10
@@ -78,9 +78,9 @@ class Degeneracy:
                 "across it"
             )
         if self.constant:
-            parts.append(f"constant column(s) {_names(self.constant)}")
+            parts.append(f"constant column(s) {name_columns(self.constant)}")
         if self.collinear:
-            groups = ", ".join(_names(group) for group in self.collinear[:_NAMED])
+            groups = ", ".join(name_columns(group) for group in self.collinear[:_NAMED])
             parts.append(f"(nearly) collinear columns {groups}")
         return (
             "The training data are degenerate: "
@@ -91,7 +91,8 @@ class Degeneracy:
         )
 
 
-def _names(columns: list[int]) -> str:
+def name_columns(columns: list[int]) -> str:
+    """Return ``"[0, 3, ...]"``: the first columns of a list, for a warning."""
     shown = ", ".join(str(c) for c in columns[:_NAMED])
     return f"[{shown}{', ...' if len(columns) > _NAMED else ''}]"
 

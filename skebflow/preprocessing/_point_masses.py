@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from skebflow.preprocessing._degeneracy import name_columns
+
 __all__ = [
     "DISCRETE_MAX_VALUES_FRACTION",
     "DUPLICATE_ROWS_FRACTION",
@@ -47,7 +49,6 @@ REPEATED_VALUE_FRACTION = 0.2
 DUPLICATE_ROWS_FRACTION = 0.05
 #: The checks look at this many rows at most (the first ones).
 POINT_MASS_MAX_ROWS = 10_000
-_NAMED = 10
 
 
 @dataclass
@@ -81,9 +82,9 @@ class PointMasses:
         """Return a warning that names what was found and what to do."""
         parts = []
         if self.discrete:
-            parts.append(f"column(s) {_names(self.discrete)} take only a few distinct values")
+            parts.append(f"column(s) {name_columns(self.discrete)} take only a few distinct values")
         if self.repeated:
-            parts.append(f"column(s) {_names(self.repeated)} repeat one value in many rows")
+            parts.append(f"column(s) {name_columns(self.repeated)} repeat one value in many rows")
         if self.duplicate_fraction >= DUPLICATE_ROWS_FRACTION:
             parts.append(f"{self.duplicate_fraction:.0%} of the rows repeat other rows exactly")
         if self.integer:
@@ -105,11 +106,6 @@ class PointMasses:
             f"Training adds Gaussian jitter of standard deviation {jitter:g} (in "
             f"standardized units) to bound it. {remedy}."
         )
-
-
-def _names(columns: list[int]) -> str:
-    shown = ", ".join(str(c) for c in columns[:_NAMED])
-    return f"[{shown}{', ...' if len(columns) > _NAMED else ''}]"
 
 
 def find_point_masses(x: Tensor) -> PointMasses:
