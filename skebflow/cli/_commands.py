@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import warnings
 
 import numpy as np
 
 from skebflow import EBFlowDensity
 from skebflow.cli._io import (
+    Table,
     check_input,
     check_output,
     load_model,
@@ -22,20 +24,40 @@ from skebflow.cli._io import (
     save_array,
     save_model,
 )
-from skebflow.cli._messages import PROG, DataError, WrongKindError, info
+from skebflow.cli._messages import PROG, DataError, UsageError, WrongKindError, info
 from skebflow.cli._options import estimator_params
 
 __all__ = ["fit", "sample", "score"]
 
 
-def _read(path: str, header: bool | None, usage: str) -> np.ndarray:
-    """Read a data file and say what was read."""
+def _read(path: str, header: bool | None, usage: str, drop: list[str] | None = None) -> Table:
+    """Read a data file, drop the columns named in ``drop``, and say what was read."""
     try:
         table = read_data(path, header)
     except WrongKindError as error:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
     info(table.describe(path))
-    return table.X
+    if drop:
+        if table.columns is None:
+            raise UsageError(f"--drop names columns of the header, and {path} has no header")
+        unknown = [name for name in drop if name not in table.columns]
+        if unknown:
+            raise UsageError(f"--drop {', '.join(unknown)}: no such column in {path}")
+        keep = [j for j, name in enumerate(table.columns) if name not in drop]
+        if not keep:
+            raise UsageError(f"--drop leaves no column of {path}")
+        table = Table(table.X[:, keep], [table.columns[j] for j in keep])
+    return table
+
+
+def _named_columns(table: Table, path: str) -> list[str] | None:
+    """Return the header's names to keep with the model (None without a header)."""
+    if table.columns is None:
+        return None
+    repeated = sorted({name for name in table.columns if table.columns.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path} repeats the column name(s) {repeated}; rename them")
+    return list(table.columns)
 
 
 def _model(path: str, usage: str, trust_pickle: bool) -> EBFlowDensity:
@@ -46,12 +68,37 @@ def _model(path: str, usage: str, trust_pickle: bool) -> EBFlowDensity:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
 
 
-def _check_columns(model: EBFlowDensity, X: np.ndarray, path: str) -> None:
-    """Raise a :class:`DataError` when ``X`` has not the model's number of columns."""
-    if X.shape[1] != model.n_features_in_:
+def _model_columns(model: EBFlowDensity, table: Table, path: str) -> np.ndarray:
+    """Return the table's values in the model's column order (by name when both have names).
+
+    A model fitted on a file with a header matches a header by name (columns in another
+    order are put in the model's order; a missing or extra column is a
+    :class:`DataError` naming it); without names on either side columns are matched by
+    position, and their number must be the model's.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and table.columns is not None:
+        expected = [str(name) for name in names]
+        missing = [name for name in expected if name not in table.columns]
+        extra = [name for name in table.columns if name not in expected]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"lacks the model's column(s) {missing}")
+            if extra:
+                parts.append(f"has column(s) {extra} the model was not fitted on (--drop them)")
+            raise DataError(f"{path} " + " and ".join(parts))
+        order = [table.columns.index(name) for name in expected]
+        if order != list(range(len(order))):
+            info(f"columns of {path} matched to the model's by name: {', '.join(expected)}")
+        return table.X[:, order]
+    if table.X.shape[1] != model.n_features_in_:
         raise DataError(
-            f"{path} has {X.shape[1]} columns, the model was fitted on {model.n_features_in_}"
+            f"{path} has {table.X.shape[1]} columns, the model was fitted on {model.n_features_in_}"
         )
+    if names is not None:
+        info(f"{path} has no header: columns taken in the model's order ({', '.join(names)})")
+    return table.X
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -72,10 +119,13 @@ def fit(args: argparse.Namespace) -> int:
     check_output(args.model, args.data)
     model = EBFlowDensity(**estimator_params(args))
     model._validate_params()  # a bad value is a usage error, found before reading data
-    X = _read(args.data, args.header, "fit DATA MODEL")
+    table = _read(args.data, args.header, "fit DATA MODEL", args.drop)
+    names = _named_columns(table, args.data)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # verbose=2 prints a line per epoch
-            model.fit(X)
+            model.fit(table.X)
+        if names is not None:  # scored files are then matched by name
+            model.feature_names_in_ = np.asarray(names, dtype=object)
     except KeyboardInterrupt:
         # fit keeps the best model so far when Ctrl-C stops its epochs; it is saved only
         # when asked, and the exit status says "interrupted" (130) either way.
@@ -112,9 +162,11 @@ def score(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output, args.model, args.data)
     model = _model(args.model, "score MODEL DATA", args.trust_pickle)
-    X = _read(args.data, args.header, "score MODEL DATA")
-    _check_columns(model, X, args.data)
-    scores = model.score_samples(X)
+    table = _read(args.data, args.header, "score MODEL DATA", args.drop)
+    X = _model_columns(model, table, args.data)
+    with warnings.catch_warnings():  # the names were matched above, by name or position
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        scores = model.score_samples(X)
     if args.output:
         save_array(args.output, scores[:, None])
         info(f"{len(scores)} scores written to {args.output}")

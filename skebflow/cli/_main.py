@@ -89,6 +89,16 @@ def _add_common(parser: argparse.ArgumentParser, header: bool = False) -> None:
             )
 
 
+def _add_drop(parser: argparse.ArgumentParser) -> None:
+    """Add ``--drop NAME ...``: header columns that are not features (an id, a label)."""
+    parser.add_argument(
+        "--drop",
+        nargs="+",
+        metavar="NAME",
+        help="columns of the header to leave out (an id or a label is not a feature)",
+    )
+
+
 def _add_trust_pickle(parser: argparse.ArgumentParser) -> None:
     """Add the opt-in for joblib/pickle model files (refused by default: they run code)."""
     parser.add_argument(
@@ -129,12 +139,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on Ctrl-C, save the best model so far (the exit status is 130 either way)",
     )
+    _add_drop(p)
     _add_common(p, header=True)
     add_estimator_options(p)
     p = command("score", "Print the log-density of each row of a file, one per line.", score)
     p.add_argument("model", help="a model saved by fit")
     p.add_argument("data", help="CSV or .npy file with the model's columns")
     p.add_argument("--output", help="write the scores to this CSV/.npy file instead")
+    _add_drop(p)
     _add_trust_pickle(p)
     _add_common(p, header=True)
     p = command("sample", "Draw samples from a saved model into a CSV or .npy file.", sample)

@@ -155,3 +155,32 @@ def test_damaged_and_foreign_model_files_are_one_line_errors(files, capsys):
         assert_one_line_error(capsys.readouterr().err, message)
     assert main(["fit", str(files / "model.joblib"), str(files / "x.joblib")]) == 1
     assert_one_line_error(capsys.readouterr().err, "but a skebflow model file (perhaps a model")
+
+
+def test_columns_are_matched_by_header_name(tmp_path, capsys):
+    """The same columns in another order scored a mean of -1,152,564 instead of -15.4,
+    exit 0: columns were matched by position. Now by name, with an id column dropped."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2)) * [1.0, 5.0] + [0.0, 10.0]
+    ids = np.arange(300.0)[:, None]
+    np.savetxt(tmp_path / "fit.csv", np.hstack([X, ids]), delimiter=",",
+               header="alcohol,malic,id", comments="")  # fmt: skip
+    np.savetxt(tmp_path / "reordered.csv", np.hstack([ids, X[:, ::-1]]), delimiter=",",
+               header="id,malic,alcohol", comments="")  # fmt: skip
+    np.savetxt(tmp_path / "missing.csv", X[:, :1], delimiter=",", header="alcohol", comments="")
+    model = str(tmp_path / "model.skebflow")
+    assert main(["fit", str(tmp_path / "fit.csv"), model, "--drop", "id", *FIT]) == 0
+    assert list(load(model).feature_names_in_) == ["alcohol", "malic"]
+    same, other = tmp_path / "same.npy", tmp_path / "other.npy"
+    argv = ["score", model, str(tmp_path / "fit.csv"), "--drop", "id", "--output", str(same)]
+    assert main(argv) == 0
+    argv = ["score", model, str(tmp_path / "reordered.csv"), "--drop", "id"]
+    assert main([*argv, "--output", str(other)]) == 0
+    assert "matched to the model's by name" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(same), np.load(other))
+    assert main(["score", model, str(tmp_path / "reordered.csv")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "has column(s) ['id'] the model was not")
+    assert main(["score", model, str(tmp_path / "missing.csv")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "lacks the model's column(s) ['malic']")
+    assert main(["fit", str(tmp_path / "missing.csv"), model, "--drop", "colour"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--drop colour: no such column")
