@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -36,7 +37,7 @@ def _read(path: str, header: bool | None, usage: str, drop: list[str] | None = N
         table = read_data(path, header)
     except WrongKindError as error:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
-    info(table.describe(path))
+    info(table.describe("standard input" if path == "-" else path))
     if drop:
         if table.columns is None:
             raise UsageError(f"--drop names columns of the header, and {path} has no header")
@@ -117,10 +118,14 @@ def fit(args: argparse.Namespace) -> int:
     """
     check_input(args.data)
     check_output(args.model, args.data)
-    model = EBFlowDensity(**estimator_params(args))
+    params = estimator_params(args)
+    if "verbose" not in params and sys.stderr.isatty():
+        params["verbose"] = 1  # a progress bar on a terminal, unless --verbose says otherwise
+    model = EBFlowDensity(**params)
     model._validate_params()  # a bad value is a usage error, found before reading data
     table = _read(args.data, args.header, "fit DATA MODEL", args.drop)
     names = _named_columns(table, args.data)
+    start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # verbose=2 prints a line per epoch
             model.fit(table.X)
@@ -136,10 +141,15 @@ def fit(args: argparse.Namespace) -> int:
                 f"saved to {args.model}"
             )
         raise
+    seconds = time.perf_counter() - start
     save_model(model, args.model)
+    held_out = ""
+    if model.validation_scores_:
+        best = max(model.validation_scores_)
+        held_out = f", held-out log-likelihood {best:.6g} per row"
     info(
-        f"fitted {model.n_iter_} epochs ({model.architecture_}, {model.objective_}); "
-        f"model saved to {args.model}"
+        f"fitted {model.n_iter_} epochs in {seconds:.1f} s ({model.architecture_}, "
+        f"{model.objective_}{held_out}); model saved to {args.model}"
     )
     return 0
 
@@ -167,8 +177,8 @@ def score(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the names were matched above, by name or position
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         scores = model.score_samples(X)
-    if args.output:
-        save_array(args.output, scores[:, None])
+    if args.output and args.output != "-":
+        save_array(args.output, scores[:, None], ["log_density"])
         info(f"{len(scores)} scores written to {args.output}")
     else:
         sys.stdout.write("".join(f"{value!r}\n" for value in scores.tolist()))
@@ -193,6 +203,9 @@ def sample(args: argparse.Namespace) -> int:
     check_input(args.model)
     check_output(args.output, args.model)
     model = _model(args.model, "sample MODEL OUTPUT", args.trust_pickle)
-    save_array(args.output, model.sample(args.n_samples, random_state=args.seed))
-    info(f"{args.n_samples} samples written to {args.output}")
+    names = getattr(model, "feature_names_in_", None)
+    columns = None if names is None else [str(name) for name in names]
+    save_array(args.output, model.sample(args.n_samples, random_state=args.seed), columns)
+    where = "standard output" if args.output == "-" else args.output
+    info(f"{args.n_samples} samples written to {where}")
     return 0

@@ -10,8 +10,10 @@ are raised as :class:`~skebflow.cli._messages.DataError` or
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +84,8 @@ def check_input(path: str) -> None:
     path : str
         A file the command reads.
     """
+    if path == "-":  # standard input
+        return
     if not Path(path).exists():
         raise UsageError(f"no such file: {path}")
     if Path(path).is_dir():
@@ -98,11 +102,16 @@ def check_output(path: str, *inputs: str) -> None:
     *inputs : str
         The files the command reads, which ``path`` must not overwrite.
     """
+    if path == "-":  # standard output
+        return
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write {path}: it is a folder")
     if not target.parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(target.parent, os.W_OK)
+    if not writable:  # checked before any training, not after it
+        raise UsageError(f"cannot write {path}: permission denied")
     for source in inputs:
         if target.resolve() == Path(source).resolve():
             raise UsageError(f"{path} is also an input: writing it would overwrite {source}")
@@ -255,6 +264,10 @@ def read_data(path: str, header: bool | None = None) -> Table:
         The numbers (all finite) and the header's names.
     """
     check_input(path)
+    if path == "-" or not Path(path).is_file():
+        # Standard input, a pipe or a device: read once into a temporary file (the
+        # readers below open a file several times, and a pipe can be read only once).
+        return _read_stream(path, header)
     try:
         table = _read_npy(path) if path.endswith(".npy") else _read_csv(path, header)
     except OSError as error:
@@ -263,21 +276,52 @@ def read_data(path: str, header: bool | None = None) -> Table:
     return table
 
 
-def save_array(path: str, array: np.ndarray) -> None:
-    """Write an array to ``.npy``, or else to CSV at full precision.
+def _read_stream(path: str, header: bool | None) -> Table:
+    """Read standard input (``-``) or a non-regular file once, then parse the copy."""
+    name = "standard input" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as stream:
+                data = stream.read()
+    except OSError as error:
+        raise DataError(f"cannot read {name}: {error.strerror or first_line(error)}") from error
+    suffix = ".npy" if data.startswith(b"\x93NUMPY") else ".csv"
+    with tempfile.TemporaryDirectory() as folder:
+        copy = str(Path(folder) / f"input{suffix}")
+        Path(copy).write_bytes(data)
+        try:
+            return read_data(copy, header)
+        except (DataError, UsageError) as error:
+            raise type(error)(str(error).replace(copy, name)) from None
+
+
+def _header(columns: list[str] | None) -> dict:
+    """``np.savetxt`` options for a CSV header line of ``columns`` (none without names)."""
+    return {} if columns is None else {"header": ",".join(columns), "comments": ""}
+
+
+def save_array(path: str, array: np.ndarray, columns: list[str] | None = None) -> None:
+    """Write an array to ``.npy``, or else to CSV at full precision (``-``: stdout).
 
     Parameters
     ----------
     path : str
-        The output file.
+        The output file, or ``-`` for standard output (CSV).
     array : ndarray
         The values (one row per line in CSV).
+    columns : list of str, optional
+        The CSV's header line (not written to ``.npy``).
     """
     try:
-        if path.endswith(".npy"):
+        if path == "-":
+            np.savetxt(sys.stdout, array, delimiter=",", fmt="%.17g", **_header(columns))
+            sys.stdout.flush()
+        elif path.endswith(".npy"):
             np.save(path, array)
         else:
-            np.savetxt(path, array, delimiter=",", fmt="%.17g")
+            np.savetxt(path, array, delimiter=",", fmt="%.17g", **_header(columns))
     except OSError as error:
         raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error
 

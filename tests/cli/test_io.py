@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
@@ -184,3 +186,28 @@ def test_columns_are_matched_by_header_name(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "lacks the model's column(s) ['malic']")
     assert main(["fit", str(tmp_path / "missing.csv"), model, "--drop", "colour"]) == 2
     assert_one_line_error(capsys.readouterr().err, "--drop colour: no such column")
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+def test_a_pipe_is_read_once_and_every_row_is_scored(files, tmp_path, name):
+    """`cat big.csv | ... score m /dev/stdin` printed 2,679 scores for 3,000 rows (the file
+    was opened four times); `-` was taken as a file name."""
+    X = np.random.default_rng(1).uniform(0, 16, size=(3000, 2))
+    text = "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X)
+    command = [sys.executable, "-m", "skebflow", "score", str(files / "model.joblib"), name]
+    result = subprocess.run(command, input=text, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    scores = np.array(result.stdout.split(), dtype=float)
+    assert len(scores) == 3000
+    np.testing.assert_allclose(scores, load(files / "model.joblib").score_samples(X), rtol=1e-12)
+
+
+def test_output_csvs_have_a_header_and_dash_is_standard_output(files, tmp_path, capsys):
+    scores = tmp_path / "scores.csv"
+    argv = ["score", str(files / "model.joblib"), str(files / "plain.csv")]
+    assert main([*argv, "--output", str(scores)]) == 0
+    assert scores.read_text().splitlines()[0] == "log_density"
+    capsys.readouterr()
+    assert main(["sample", str(files / "model.joblib"), "-", "--n-samples", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and all(len(line.split(",")) == 2 for line in out)

@@ -30,7 +30,7 @@ def test_score_output_writes_the_per_row_scores(files, capsys, suffix):
     )
     captured = capsys.readouterr()
     assert captured.out == "" and "200 scores written" in captured.err
-    saved = np.load(out) if suffix == ".npy" else np.loadtxt(out, ndmin=2)
+    saved = np.load(out) if suffix == ".npy" else np.loadtxt(out, ndmin=2, skiprows=1)
     expected = load(files / "model.joblib").score_samples(np.load(files / "data.npy"))
     assert saved.shape == (200, 1)
     np.testing.assert_array_equal(saved[:, 0], expected)
