@@ -19,7 +19,7 @@ $(BIN)/python:
 	$(PIP) install "$(TORCH)"
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[test,lint,dask,ray]"
+	$(PIP) install -e ".[test,lint,dask,ray,tables]"
 	touch $@
 
 $(VENV)/.demo-deps: pyproject.toml | $(BIN)/python

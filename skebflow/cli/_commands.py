@@ -31,10 +31,11 @@ from skebflow.cli._options import estimator_params
 __all__ = ["fit", "sample", "score"]
 
 
-def _read(path: str, header: bool | None, usage: str, drop: list[str] | None = None) -> Table:
-    """Read a data file, drop the columns named in ``drop``, and say what was read."""
+def _read(args: argparse.Namespace, path: str, usage: str) -> Table:
+    """Read a data file, drop the columns named by ``--drop``, and say what was read."""
+    header, drop = args.header, args.drop
     try:
-        table = read_data(path, header)
+        table = read_data(path, header, sep=args.sep, decimal=args.decimal)
     except WrongKindError as error:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
     info(table.describe("standard input" if path == "-" else path))
@@ -123,7 +124,7 @@ def fit(args: argparse.Namespace) -> int:
         params["verbose"] = 1  # a progress bar on a terminal, unless --verbose says otherwise
     model = EBFlowDensity(**params)
     model._validate_params()  # a bad value is a usage error, found before reading data
-    table = _read(args.data, args.header, "fit DATA MODEL", args.drop)
+    table = _read(args, args.data, "fit DATA MODEL")
     names = _named_columns(table, args.data)
     start = time.perf_counter()
     try:
@@ -172,7 +173,7 @@ def score(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output, args.model, args.data)
     model = _model(args.model, "score MODEL DATA", args.trust_pickle)
-    table = _read(args.data, args.header, "score MODEL DATA", args.drop)
+    table = _read(args, args.data, "score MODEL DATA")
     X = _model_columns(model, table, args.data)
     with warnings.catch_warnings():  # the names were matched above, by name or position
         warnings.filterwarnings("ignore", message="X does not have valid feature names")

@@ -164,7 +164,10 @@ def _locate_problem(path: str, skip: int, encoding: str, forced: bool) -> str | 
             return f"{where} has {len(fields)} columns, line {rows[0][0]} has {width}"
         for column, field in enumerate(fields, start=1):
             if not field:
-                return f"{where}, column {column} is empty (missing values are not supported)"
+                return (
+                    f"{where}, column {column} is empty (missing values cannot be fitted or "
+                    "scored: drop such rows, or fill them with skebflow.EBFlowImputer first)"
+                )
             if not _is_number(field):
                 hint = (
                     " (values must be separated by commas)" if re.search(r"\d[\s;]", field) else ""
@@ -241,22 +244,31 @@ def _check_finite(path: str, X: np.ndarray, lines: list[int] | None = None) -> N
         row, column = bad[0]
         where = f"line {lines[row]}" if lines else f"row {row + 1}"
         raise DataError(
-            f"{path}, {where}, column {column + 1} is {X[row, column]} "
-            "(missing or infinite values are not supported)"
+            f"{path}, {where}, column {column + 1} is {X[row, column]} (missing or infinite "
+            "values cannot be fitted or scored: drop such rows, or fill missing values "
+            "with skebflow.EBFlowImputer first)"
         )
 
 
-def read_data(path: str, header: bool | None = None) -> Table:
-    """Read a CSV or ``.npy`` data file.
+def read_data(
+    path: str, header: bool | None = None, *, sep: str | None = None, decimal: str = "."
+) -> Table:
+    """Read a CSV, TSV, parquet or ``.npy`` data file.
 
     Parameters
     ----------
     path : str
-        A ``.npy`` file, or a CSV file of comma-separated numbers (lines starting with
-        ``#`` and blank lines are skipped).
+        A ``.npy`` file, a CSV file of comma-separated numbers (lines starting with ``#``
+        and blank lines are skipped), or, read by pandas (the ``tables`` extra), a
+        ``.tsv`` file, a ``.parquet`` file, or a text file with another ``sep`` or
+        ``decimal``; ``-`` is standard input.
     header : bool or None, default=None
-        Whether the CSV's first line is a header; ``None`` detects it (a first line
-        that is not all numbers is a header). Ignored for ``.npy``.
+        Whether the text file's first line is a header; ``None`` detects it (a first line
+        that is not all numbers is a header). Ignored for ``.npy`` and parquet.
+    sep : str or None, default=None
+        The field separator of a text file: ``None`` is ``,`` (a tab for ``.tsv``).
+    decimal : str, default="."
+        The decimal mark of a text file (``","`` for exports with decimal commas).
 
     Returns
     -------
@@ -267,16 +279,56 @@ def read_data(path: str, header: bool | None = None) -> Table:
     if path == "-" or not Path(path).is_file():
         # Standard input, a pipe or a device: read once into a temporary file (the
         # readers below open a file several times, and a pipe can be read only once).
-        return _read_stream(path, header)
+        return _read_stream(path, header, sep=sep, decimal=decimal)
+    if path.endswith(".tsv") and sep is None:
+        sep = "\t"
     try:
-        table = _read_npy(path) if path.endswith(".npy") else _read_csv(path, header)
+        if path.endswith(".npy"):
+            table = _read_npy(path)
+        elif path.endswith(".parquet") or (sep not in (None, ",")) or decimal != ".":
+            table = _read_with_pandas(path, header, sep or ",", decimal)
+        else:
+            table = _read_csv(path, header)
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
     _check_finite(path, table.X)
     return table
 
 
-def _read_stream(path: str, header: bool | None) -> Table:
+def _read_with_pandas(path: str, header: bool | None, sep: str, decimal: str) -> Table:
+    """Read parquet, or text with another separator or decimal mark, with pandas."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(
+            f"reading {path} (parquet, TSV, --sep or --decimal) needs pandas: pip install "
+            "'skebflow[tables]'"
+        ) from None
+    try:
+        if path.endswith(".parquet"):
+            frame = pd.read_parquet(path)
+        else:
+            first = pd.read_csv(path, sep=sep, decimal=decimal, header=None, nrows=1)
+            if header is None:
+                header = not all(_is_number(str(v).replace(decimal, ".")) for v in first.iloc[0])
+            frame = pd.read_csv(path, sep=sep, decimal=decimal, header=0 if header else None)
+    except ImportError as error:  # parquet without pyarrow
+        raise DataError(f"reading {path} needs pyarrow: pip install 'skebflow[tables]'") from error
+    except (ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"{path}: {first_line(error)}") from error
+    if frame.empty:
+        raise DataError(f"{path} holds no data")
+    text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise DataError(
+            f"{path}: column(s) {text} are not numbers (check --sep and --decimal, or --drop them)"
+        )
+    named = path.endswith(".parquet") or bool(header)
+    columns = [str(c) for c in frame.columns] if named else None
+    return Table(frame.to_numpy(dtype=np.float64), columns)
+
+
+def _read_stream(path: str, header: bool | None, **options: object) -> Table:
     """Read standard input (``-``) or a non-regular file once, then parse the copy."""
     name = "standard input" if path == "-" else path
     try:
@@ -292,7 +344,7 @@ def _read_stream(path: str, header: bool | None) -> Table:
         copy = str(Path(folder) / f"input{suffix}")
         Path(copy).write_bytes(data)
         try:
-            return read_data(copy, header)
+            return read_data(copy, header, **options)
         except (DataError, UsageError) as error:
             raise type(error)(str(error).replace(copy, name)) from None
 

@@ -90,12 +90,22 @@ def _add_common(parser: argparse.ArgumentParser, header: bool = False) -> None:
 
 
 def _add_drop(parser: argparse.ArgumentParser) -> None:
-    """Add ``--drop NAME ...``: header columns that are not features (an id, a label)."""
+    """Add ``--drop NAME ...`` (header columns that are not features) and the text format."""
     parser.add_argument(
         "--drop",
         nargs="+",
         metavar="NAME",
         help="columns of the header to leave out (an id or a label is not a feature)",
+    )
+    parser.add_argument(
+        "--sep",
+        help="field separator of a text file (default ','; a tab for .tsv; needs pandas "
+        "otherwise: pip install 'skebflow[tables]')",
+    )
+    parser.add_argument(
+        "--decimal",
+        default=".",
+        help="decimal mark of a text file, e.g. ',' (needs pandas when not '.')",
     )
 
 

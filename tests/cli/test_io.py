@@ -211,3 +211,29 @@ def test_output_csvs_have_a_header_and_dash_is_standard_output(files, tmp_path, 
     assert main(["sample", str(files / "model.joblib"), "-", "--n-samples", "4"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and all(len(line.split(",")) == 2 for line in out)
+
+
+def test_real_exports_tsv_parquet_decimal_commas_and_empty_cells(tmp_path, capsys):
+    """Read by pandas (the `tables` extra, installed for the tests): a parquet file keeps
+    its column names, a TSV and a ';'-separated file with decimal commas score the same
+    rows, and an empty cell names EBFlowImputer."""
+    import pandas as pd
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    pd.DataFrame(X, columns=["a", "b"]).to_parquet(tmp_path / "fit.parquet")
+    model = str(tmp_path / "model.skebflow")
+    assert main(["fit", str(tmp_path / "fit.parquet"), model, *FIT]) == 0
+    assert list(load(model).feature_names_in_) == ["a", "b"]
+    rows = X[:3].tolist()
+    (tmp_path / "rows.tsv").write_text("a\tb\n" + "".join(f"{p!r}\t{q!r}\n" for p, q in rows))
+    european = "".join(f"{p!r};{q!r}\n".replace(".", ",") for p, q in rows)
+    (tmp_path / "rows.csv").write_text("a;b\n" + european)
+    capsys.readouterr()
+    expected = load(model).score_samples(pd.DataFrame(rows, columns=["a", "b"]))
+    for argv in (["rows.tsv"], ["rows.csv", "--sep", ";", "--decimal", ","]):
+        assert main(["score", model, str(tmp_path / argv[0]), *argv[1:]]) == 0
+        scores = np.array(capsys.readouterr().out.split(), dtype=float)
+        np.testing.assert_allclose(scores, expected, rtol=1e-12)
+    (tmp_path / "gaps.csv").write_text("a,b\n1,\n2,3\n")
+    assert main(["score", model, str(tmp_path / "gaps.csv")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "is empty", "EBFlowImputer")
