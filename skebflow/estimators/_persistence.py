@@ -102,7 +102,7 @@ def save(estimator: Estimator, path: str | os.PathLike[str]) -> None:
     ...     save(est, path)
     ...     content = torch.load(path, weights_only=True)
     >>> content["format"], content["format_version"], content["class"]
-    ('skebflow-model', 1, 'EBFlowDensity')
+    ('skebflow-model', 2, 'EBFlowDensity')
     >>> content["attributes"]["n_features_in_"]
     2
     """
