@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import warnings
 from collections.abc import Iterator
 from numbers import Integral, Real
@@ -33,7 +32,7 @@ from torch import Tensor
 
 from skebflow.estimators._defaults import DRIFT_MIN_NATS, DRIFT_NATS_PER_FEATURE
 from skebflow.estimators._inference import FittedFlow
-from skebflow.estimators._model_file import write_model
+from skebflow.estimators._model_file import ModelFileMixin
 from skebflow.estimators._record import density_record
 from skebflow.estimators._settings import resolve_settings
 from skebflow.estimators._training_run import TrainingOutcome, run_fit, run_partial_fit
@@ -74,7 +73,7 @@ def _check_step_size(step_size: object) -> float | None:
     return float(step_size)
 
 
-class EBFlowDensity(DensityMixin, BaseEstimator):
+class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
     r"""Density estimation with an energy-based normalizing flow trained by score matching.
 
     The flow's log-density splits into an energy, which training touches, and a
@@ -895,29 +894,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         return x, missing
 
     # --------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fitted model to a file that ``skebflow.load`` reads without running code.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The output file (the format: ``docs/persistence.md``).
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> import skebflow
-        >>> from skebflow import EBFlowDensity
-        >>> X = np.random.default_rng(0).normal(size=(100, 2))
-        >>> est = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8).fit(X)
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     est.save(os.path.join(folder, "model.skebflow"))
-        ...     loaded = skebflow.load(os.path.join(folder, "model.skebflow"))
-        >>> bool(np.array_equal(loaded.score_samples(X), est.score_samples(X)))
-        True
-        """
-        write_model(density_record(self), path)
+    def _model_record(self) -> dict:
+        """Return the plain record a model file holds (``save``: ``ModelFileMixin``)."""
+        return density_record(self)
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()

@@ -10,7 +10,6 @@ References
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral
 from typing import ClassVar
@@ -24,7 +23,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skebflow.estimators._density import EBFlowDensity
-from skebflow.estimators._model_file import write_model
+from skebflow.estimators._model_file import ModelFileMixin
 from skebflow.estimators._record import imputer_record
 from skebflow.sampling import N_STEPS
 from skebflow.utils import seed_from_random_state
@@ -59,7 +58,7 @@ def _initial_fill(X: np.ndarray, missing: np.ndarray, est: object, seed: int) ->
     return filled
 
 
-class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class EBFlowImputer(ModelFileMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Fill missing values (NaN) with the conditional mean under an energy-based flow.
 
     ``fit`` trains a density on data with missing entries: the NaNs are first filled
@@ -273,34 +272,9 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self._impute(X)
 
     # --------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fitted imputer to a file that ``skebflow.load`` reads without running code.
-
-        The same as ``skebflow.save(self, path)``: the fitted ``estimator_`` must be an
-        ``EBFlowDensity``; the file is replaced atomically.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The output file (the format: ``docs/persistence.md``).
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> import skebflow
-        >>> from skebflow import EBFlowDensity, EBFlowImputer
-        >>> X = np.random.default_rng(0).normal(size=(100, 2))
-        >>> X[::10, 1] = np.nan
-        >>> flow = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8)
-        >>> imputer = EBFlowImputer(flow, n_rounds=1, n_steps=10, random_state=0).fit(X)
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     imputer.save(os.path.join(folder, "imputer.skebflow"))
-        ...     loaded = skebflow.load(os.path.join(folder, "imputer.skebflow"))
-        >>> bool(np.array_equal(loaded.transform(X), imputer.transform(X)))
-        True
-        """
-        write_model(imputer_record(self, EBFlowDensity), path)
+    def _model_record(self) -> dict:
+        """Return the plain record a model file holds (``save``: ``ModelFileMixin``)."""
+        return imputer_record(self, EBFlowDensity)
 
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
         tags = super().__sklearn_tags__()

@@ -34,7 +34,14 @@ from skebflow.estimators._record import field
 from skebflow.exceptions import ModelVersionWarning, NotAModelFileError
 from skebflow.utils import user_stacklevel
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "content_checksum", "read_model", "write_model"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelFileMixin",
+    "content_checksum",
+    "read_model",
+    "write_model",
+]
 
 #: The format marker: the value of the key ``"format"`` of every model file.
 FORMAT = "skebflow-model"
@@ -289,3 +296,40 @@ def _check_versions(payload: Mapping, path: str | os.PathLike[str]) -> None:
             ModelVersionWarning,
             stacklevel=user_stacklevel(),
         )
+
+
+class ModelFileMixin:
+    """Give an estimator ``save(path)``: its record (``_model_record()``) as a model file.
+
+    Each estimator that saves defines ``_model_record`` (from :mod:`._record`);
+    ``skebflow.load`` reads the file back.
+    """
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the fitted estimator to a file that ``skebflow.load`` reads without running code.
+
+        The same as ``skebflow.save(self, path)``. A detector or an imputer must wrap an
+        ``EBFlowDensity``; the file is replaced atomically (a temporary file beside it,
+        flushed and renamed).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The output file (the format: ``docs/persistence.md``).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> import skebflow
+        >>> from skebflow import EBFlowDensity, EBFlowOutlierDetector
+        >>> X = np.random.default_rng(0).normal(size=(100, 2))
+        >>> flow = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8, random_state=0)
+        >>> det = EBFlowOutlierDetector(estimator=flow, random_state=0).fit(X)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     det.save(os.path.join(folder, "detector.skebflow"))
+        ...     loaded = skebflow.load(os.path.join(folder, "detector.skebflow"))
+        >>> bool(np.array_equal(loaded.predict(X), det.predict(X)))
+        True
+        """
+        write_model(self._model_record(), path)

@@ -17,7 +17,6 @@ References
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral, Real
 from typing import ClassVar
@@ -30,7 +29,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skebflow.estimators._density import EBFlowDensity
-from skebflow.estimators._model_file import write_model
+from skebflow.estimators._model_file import ModelFileMixin
 from skebflow.estimators._record import detector_record
 
 __all__ = [
@@ -54,7 +53,7 @@ CALIBRATION_MIN_FLAGGED = 30.0
 CALIBRATION_FOLDS = 5
 
 
-class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
+class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
     """Outlier detection by thresholding the log-density of a density estimator.
 
     A clone of ``estimator`` is fitted to ``X``; a point is an outlier when its
@@ -362,33 +361,9 @@ class EBFlowOutlierDetector(OutlierMixin, BaseEstimator):
         return labels
 
     # --------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fitted detector to a file that ``skebflow.load`` reads without running code.
-
-        The same as ``skebflow.save(self, path)``: the fitted ``estimator_`` must be an
-        ``EBFlowDensity``; the file is replaced atomically.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The output file (the format: ``docs/persistence.md``).
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> import skebflow
-        >>> from skebflow import EBFlowDensity, EBFlowOutlierDetector
-        >>> X = np.random.default_rng(0).normal(size=(100, 2))
-        >>> flow = EBFlowDensity(max_iter=2, n_blocks=1, hidden_features=8, random_state=0)
-        >>> det = EBFlowOutlierDetector(estimator=flow, random_state=0).fit(X)
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     det.save(os.path.join(folder, "detector.skebflow"))
-        ...     loaded = skebflow.load(os.path.join(folder, "detector.skebflow"))
-        >>> bool(np.array_equal(loaded.predict(X), det.predict(X)))
-        True
-        """
-        write_model(detector_record(self, EBFlowDensity), path)
+    def _model_record(self) -> dict:
+        """Return the plain record a model file holds (``save``: ``ModelFileMixin``)."""
+        return detector_record(self, EBFlowDensity)
 
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
         tags = super().__sklearn_tags__()
