@@ -297,13 +297,7 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
         return self
 
     def _log_density(self, X: object) -> np.ndarray:
-        scores = np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
-        if scores.shape != (X.shape[0],):
-            raise ValueError(
-                f"{type(self.estimator_).__name__}.score_samples returned an array of shape "
-                f"{scores.shape}; expected ({X.shape[0]},)."
-            )
-        return scores
+        return _scores_of(self.estimator_, X, n=X.shape[0])
 
     def score_samples(self, X: object) -> np.ndarray:
         r"""Return the log-density of each sample under the fitted estimator.

@@ -52,7 +52,7 @@ from skebflow.preprocessing import (
     with_preprocessing,
     without_preprocessing,
 )
-from skebflow.training import PrepareFn, ScoreFn, Trainer, TrainResult, diagnose
+from skebflow.training import PrepareFn, Trainer, TrainResult, diagnose
 from skebflow.utils import as_tensor, intra_op_threads, user_stacklevel
 
 __all__ = [
@@ -230,12 +230,11 @@ class TrainingRun:
         x_train, x_val = x_train.to(device), x_val.to(device)
         train_data, prepare, score_fn = _training_data(self, x_train, x_val)
         with intra_op_threads(settings.threads):
-            initial_score = _untrained_score(self.trainer, score_fn) if baseline else None
-            noise = 0.0
-            if initial_score is not None:  # differences below two standard errors are noise
-                noise = DIVERGENCE_NOISE_STANDARD_ERRORS * _untrained_standard_error(
-                    self.trainer, score_fn
-                )
+            initial_score, error = (None, 0.0)
+            if baseline:
+                initial_score, error = _untrained_score(self.trainer, score_fn)
+            # Differences below two standard errors of the validation score are noise.
+            noise = DIVERGENCE_NOISE_STANDARD_ERRORS * error
             result = self._guard(
                 lambda: self.trainer.fit(
                     train_data, prepare=prepare, score_fn=score_fn, initial_score=initial_score
@@ -503,12 +502,12 @@ class ValidationScore:
         """Return the mean validation log-likelihood (larger is better)."""
         return float(self.rows(model).mean())
 
-    def standard_error(self, model: EnergyFlow) -> float:
-        """Return the standard error of :meth:`__call__`: the rows' spread over ``sqrt(n)``."""
+    def with_standard_error(self, model: EnergyFlow) -> tuple[float, float]:
+        """Return :meth:`__call__` and its standard error (the rows' spread over ``sqrt(n)``)."""
         values = self.rows(model)
-        if len(values) < 2 or not bool(torch.isfinite(values).all()):
-            return 0.0
-        return float(values.std() / math.sqrt(len(values)))
+        finite = len(values) > 1 and bool(torch.isfinite(values).all())
+        error = float(values.std() / math.sqrt(len(values))) if finite else 0.0
+        return float(values.mean()), error
 
 
 def _jittered(batch: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
@@ -627,26 +626,21 @@ def whitening_covariance(y: Tensor) -> Tensor:
     return torch.as_tensor(estimate.covariance_, dtype=torch.float64, device=y.device)
 
 
-def _untrained_score(trainer: Trainer, score_fn: ScoreFn | None) -> float | None:
-    """Return the untrained flow's validation score, scored as the trainer scores.
+def _untrained_score(
+    trainer: Trainer, score_fn: ValidationScore | None
+) -> tuple[float | None, float]:
+    """Return the untrained flow's validation score and its standard error, in one pass.
 
-    In eval mode: in training mode an ActNorm would initialize itself on the validation
-    rows after the log-normalizer was taken, a wrong baseline and a leak.
+    Scored as the trainer scores, in eval mode: in training mode an ActNorm would
+    initialize itself on the validation rows after the log-normalizer was taken, a wrong
+    baseline and a leak. ``(None, 0.0)`` without validation rows.
     """
     if score_fn is None:
-        return None
+        return None, 0.0
     trainer.kept.eval()
-    score = float(score_fn(trainer.kept))
+    score, error = score_fn.with_standard_error(trainer.kept)
     trainer.kept.train()
-    return score
-
-
-def _untrained_standard_error(trainer: Trainer, score_fn: ValidationScore) -> float:
-    """Return the standard error of the untrained flow's validation score (eval mode)."""
-    trainer.kept.eval()
-    error = score_fn.standard_error(trainer.kept)
-    trainer.kept.train()
-    return error
+    return score, error
 
 
 def _warn_about_training(result: TrainResult, max_iter: int) -> None:
