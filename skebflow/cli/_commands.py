@@ -20,6 +20,7 @@ from skebflow.cli._io import (
     Table,
     check_input,
     check_output,
+    is_id_name,
     load_model,
     read_data,
     save_array,
@@ -32,24 +33,54 @@ __all__ = ["fit", "sample", "score"]
 
 
 def _read(args: argparse.Namespace, path: str, usage: str) -> Table:
-    """Read a data file, drop the columns named by ``--drop``, and say what was read."""
-    header, drop = args.header, args.drop
+    """Read a data file, keep the columns ``--columns``/``--drop`` select, say what was read.
+
+    The id column (``--id``; by default a header column named like an id, see
+    :func:`~skebflow.cli._io.is_id_name`) is kept apart as row labels, unless
+    ``--columns`` names it as a feature.
+    """
+    header, drop, chosen = args.header, args.drop, args.columns
+    id_column = args.id
+    if id_column == "auto" and chosen and any(is_id_name(name) for name in chosen):
+        id_column = None  # --columns id: the user says it is a feature
     try:
-        table = read_data(path, header, sep=args.sep, decimal=args.decimal)
+        table = read_data(path, header, sep=args.sep, decimal=args.decimal, id_column=id_column)
     except WrongKindError as error:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
-    info(table.describe("standard input" if path == "-" else path))
-    if drop:
-        if table.columns is None:
-            raise UsageError(f"--drop names columns of the header, and {path} has no header")
-        unknown = [name for name in drop if name not in table.columns]
-        if unknown:
-            raise UsageError(f"--drop {', '.join(unknown)}: no such column in {path}")
-        keep = [j for j, name in enumerate(table.columns) if name not in drop]
+    described = table.describe("standard input" if path == "-" else path)
+    if table.ids is not None and args.id == "auto":
+        described += " (--id none makes it a feature)"
+    info(described)
+    if drop and table.ids is not None and table.id_name in drop:  # --drop id: no ids then
+        drop = [name for name in drop if name != table.id_name]
+        table = Table(table.X, table.columns)
+    for option, names in (("--drop", drop), ("--columns", chosen)):
+        if not names:
+            continue
+        indices = _column_indices(table, names, option, path)
+        keep = [j for j in range(table.X.shape[1]) if j not in indices]
+        if option == "--columns":
+            keep = indices
         if not keep:
-            raise UsageError(f"--drop leaves no column of {path}")
-        table = Table(table.X[:, keep], [table.columns[j] for j in keep])
+            raise UsageError(f"{option} leaves no column of {path}")
+        table = table.select(keep)
     return table
+
+
+def _column_indices(table: Table, names: list[str], option: str, path: str) -> list[int]:
+    """Resolve the names (or, without a header, 1-based numbers) of ``--drop``/``--columns``."""
+    if table.columns is not None:
+        unknown = [name for name in names if name not in table.columns]
+        if unknown:
+            raise UsageError(f"{option} {', '.join(unknown)}: no such column in {path}")
+        return [table.columns.index(name) for name in names]
+    width = table.X.shape[1]
+    numbers = [name for name in names if name.isdigit() and 1 <= int(name) <= width]
+    if len(numbers) != len(names):
+        raise UsageError(
+            f"{option} takes column numbers 1 to {width} for {path}, which has no header"
+        )
+    return [int(name) - 1 for name in names]
 
 
 def _named_columns(table: Table, path: str) -> list[str] | None:
@@ -88,7 +119,10 @@ def _model_columns(model: EBFlowDensity, table: Table, path: str) -> np.ndarray:
             if missing:
                 parts.append(f"lacks the model's column(s) {missing}")
             if extra:
-                parts.append(f"has column(s) {extra} the model was not fitted on (--drop them)")
+                parts.append(
+                    f"has column(s) {extra} the model was not fitted on (--drop them, or "
+                    "--id NAME for a column of row labels)"
+                )
             raise DataError(f"{path} " + " and ".join(parts))
         order = [table.columns.index(name) for name in expected]
         if order != list(range(len(order))):
@@ -178,10 +212,15 @@ def score(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the names were matched above, by name or position
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         scores = model.score_samples(X)
-    if args.output and args.output != "-":
-        save_array(args.output, scores[:, None], ["log_density"])
-        info(f"{len(scores)} scores written to {args.output}")
-    else:
+    if table.ids is not None and args.output and args.output.endswith(".npy"):
+        info(f"the ids of column {table.id_name!r} are not written to .npy (numbers only)")
+    to_file = bool(args.output) and args.output != "-"
+    if to_file or table.ids is not None:  # CSV with a header (and the ids), or .npy
+        where = args.output if to_file else "-"
+        save_array(where, scores[:, None], ["log_density"], table.ids, table.id_name)
+        if to_file:
+            info(f"{len(scores)} scores written to {args.output}")
+    else:  # one number per line, for sort and head
         sys.stdout.write("".join(f"{value!r}\n" for value in scores.tolist()))
         sys.stdout.flush()
     info(f"mean log-likelihood per sample: {scores.mean():.6f} ({len(scores)} rows)")

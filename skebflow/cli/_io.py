@@ -10,6 +10,7 @@ are raised as :class:`~skebflow.cli._messages.DataError` or
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import sys
@@ -30,9 +31,11 @@ from skebflow.estimators import save
 from skebflow.exceptions import NotAModelFileError
 
 __all__ = [
+    "ID_NAMES",
     "Table",
     "check_input",
     "check_output",
+    "is_id_name",
     "load_model",
     "read_data",
     "save_array",
@@ -68,12 +71,68 @@ class Table:
 
     X: np.ndarray
     columns: list[str] | None = None
+    ids: list[str] | None = None
+    id_name: str | None = None
 
     def describe(self, path: str) -> str:
         """Return a one-line summary, e.g. ``read a.csv: 200 rows x 2 columns``."""
         rows, cols = self.X.shape
         names = f" (header: {', '.join(self.columns)})" if self.columns else ""
-        return f"read {path}: {rows} rows x {cols} columns{names}"
+        ids = "" if self.ids is None else f"; id column {self.id_name!r}, not a feature"
+        return f"read {path}: {rows} rows x {cols} columns{names}{ids}"
+
+    def select(self, keep: list[int]) -> Table:
+        """Return the table with only the columns ``keep`` (indices), ids unchanged."""
+        columns = None if self.columns is None else [self.columns[j] for j in keep]
+        return Table(self.X[:, keep], columns, self.ids, self.id_name)
+
+
+#: Header names (compared in lower case) that mark an id column: a row label, not a
+#: feature. A blank name and ``Unnamed: 0`` are the index column of a pandas export;
+#: a name ending in ``_id`` (``patient_id``) counts too.
+ID_NAMES = ("id", "index", "", "unnamed: 0")
+
+
+def is_id_name(name: str) -> bool:
+    """Whether a header name marks an id column (see :data:`ID_NAMES`).
+
+    Parameters
+    ----------
+    name : str
+        A column name.
+
+    Returns
+    -------
+    bool
+        True for ``id``, ``ID``, ``index``, a blank name, ``Unnamed: 0`` and ``*_id``.
+
+    Examples
+    --------
+    >>> [is_id_name(name) for name in ("ID", "patient_id", "", "alcohol", "idle")]
+    [True, True, True, False, False]
+    """
+    word = name.strip().lower()
+    return word in ID_NAMES or word.endswith("_id")
+
+
+def _id_index(columns: list[str] | None, id_column: str | None, path: str) -> int | None:
+    """Find the id column: by name or 1-based number, ``"auto"`` by its header name.
+
+    ``None`` and ``"none"`` mean no id column; ``"auto"`` takes the one header column whose
+    name marks an id (:func:`is_id_name`), and none when there is no such column or
+    several.
+    """
+    if id_column is None or id_column.lower() == "none":
+        return None
+    if id_column == "auto":
+        found = [j for j, name in enumerate(columns or []) if is_id_name(name)]
+        return found[0] if len(found) == 1 else None
+    if columns is not None and id_column in columns:
+        return columns.index(id_column)
+    if id_column.isdigit() and columns is None:
+        return int(id_column) - 1  # checked against the width by the caller
+    where = "has no header (give the column's number)" if columns is None else "has no such column"
+    raise UsageError(f"--id {id_column}: {path} {where}")
 
 
 def check_input(path: str) -> None:
@@ -154,7 +213,9 @@ def _data_lines(path: str, skip: int, encoding: str) -> Iterator[tuple[int, list
                 yield number, _fields(line)
 
 
-def _locate_problem(path: str, skip: int, encoding: str, forced: bool) -> str | None:
+def _locate_problem(
+    path: str, skip: int, encoding: str, forced: bool, text_column: int | None = None
+) -> str | None:
     """Describe the first line numpy could not read (``None`` when none is found)."""
     rows = list(_data_lines(path, skip, encoding))
     width = len(rows[0][1]) if rows else 0
@@ -163,6 +224,8 @@ def _locate_problem(path: str, skip: int, encoding: str, forced: bool) -> str | 
         if len(fields) != width:
             return f"{where} has {len(fields)} columns, line {rows[0][0]} has {width}"
         for column, field in enumerate(fields, start=1):
+            if column - 1 == text_column:  # the id column holds any text
+                continue
             if not field:
                 return (
                     f"{where}, column {column} is empty (missing values cannot be fitted or "
@@ -178,8 +241,11 @@ def _locate_problem(path: str, skip: int, encoding: str, forced: bool) -> str | 
     return None
 
 
-def _read_csv(path: str, header: bool | None) -> Table:
-    """Read a CSV file of numbers, its header line detected unless ``header`` is given."""
+def _read_csv(path: str, header: bool | None, id_column: str | None = None) -> Table:
+    """Read a CSV file of numbers, its header line detected unless ``header`` is given.
+
+    The id column (``id_column``, see :func:`_id_index`) is read as text and kept apart.
+    """
     kind = _kind(path)
     if kind not in ("text", "empty"):  # an empty file is reported as holding no data
         raise WrongKindError(f"{path} is not a CSV text file but a {kind} file{_order_hint(kind)}")
@@ -192,20 +258,32 @@ def _read_csv(path: str, header: bool | None) -> Table:
     if header is None:
         header = not all(_is_number(field) for field in fields)
     skip = number if header else 0
+    text = _id_index(fields if header else None, id_column, path)
+    if text is not None and not 0 <= text < len(fields):
+        raise UsageError(f"--id {id_column}: {path} has {len(fields)} columns")
+    numbers = None if text is None else [j for j in range(len(fields)) if j != text]
+    if numbers == []:
+        raise UsageError(f"{path} holds only its id column, no feature")
+    options = {"delimiter": ",", "skiprows": skip, "encoding": encoding, "quotechar": '"'}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data": reported below
-            X = np.loadtxt(
-                path, delimiter=",", skiprows=skip, ndmin=2, encoding=encoding, quotechar='"'
-            )
+            X = np.loadtxt(path, ndmin=2, usecols=numbers, **options)
+            ids = None
+            if text is not None:
+                ids = np.loadtxt(path, dtype=str, usecols=[text], ndmin=1, **options)
     except ValueError as error:
-        message = _locate_problem(path, skip, encoding, forced=header is False)
+        message = _locate_problem(path, skip, encoding, forced=header is False, text_column=text)
         raise DataError(message or f"{path}: {first_line(error)}") from error
     if X.size == 0:
         raise DataError(f"{path} holds a header row but no data rows")
     if not np.isfinite(X).all():
         _check_finite(path, X, [number for number, _ in _data_lines(path, skip, encoding)])
-    return Table(X, fields if header else None)
+    columns = [fields[j] for j in (numbers or range(len(fields)))] if header else None
+    if ids is None:
+        return Table(X, columns)
+    name = fields[text] if header else f"column {text + 1}"
+    return Table(X, columns, [str(value).strip() for value in ids], name)
 
 
 def _order_hint(kind: str) -> str:
@@ -215,8 +293,8 @@ def _order_hint(kind: str) -> str:
     return ""
 
 
-def _read_npy(path: str) -> Table:
-    """Read a 1-D (one column) or 2-D ``.npy`` array of real numbers."""
+def _read_npy(path: str, id_column: str | None = None) -> Table:
+    """Read a 1-D (one column) or 2-D ``.npy`` array of real numbers (and its id column)."""
     try:
         X = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -234,7 +312,25 @@ def _read_npy(path: str) -> Table:
         raise DataError(f"{path} does not hold an array of real numbers")
     if X.ndim not in (1, 2) or X.size == 0:
         raise DataError(f"{path} holds an array of shape {X.shape}; rows x columns is needed")
-    return Table(np.asarray(X, dtype=np.float64).reshape(len(X), -1))
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    text = None if id_column == "auto" else _id_index(None, id_column, path)
+    return _split_ids(Table(X), text, id_column, path)
+
+
+def _split_ids(table: Table, text: int | None, id_column: str | None, path: str) -> Table:
+    """Move the column ``text`` of a table of numbers into its ids (as text)."""
+    if text is None:
+        return table
+    width = table.X.shape[1]
+    if not 0 <= text < width:
+        raise UsageError(f"--id {id_column}: {path} has {width} columns")
+    if width == 1:
+        raise UsageError(f"{path} holds only its id column, no feature")
+    keep = [j for j in range(width) if j != text]
+    values = table.X[:, text]
+    ids = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in values]
+    name = f"column {text + 1}" if table.columns is None else table.columns[text]
+    return Table(table.select(keep).X, table.select(keep).columns, ids, name)
 
 
 def _check_finite(path: str, X: np.ndarray, lines: list[int] | None = None) -> None:
@@ -251,7 +347,12 @@ def _check_finite(path: str, X: np.ndarray, lines: list[int] | None = None) -> N
 
 
 def read_data(
-    path: str, header: bool | None = None, *, sep: str | None = None, decimal: str = "."
+    path: str,
+    header: bool | None = None,
+    *,
+    sep: str | None = None,
+    decimal: str = ".",
+    id_column: str | None = None,
 ) -> Table:
     """Read a CSV, TSV, parquet or ``.npy`` data file.
 
@@ -269,33 +370,40 @@ def read_data(
         The field separator of a text file: ``None`` is ``,`` (a tab for ``.tsv``).
     decimal : str, default="."
         The decimal mark of a text file (``","`` for exports with decimal commas).
+    id_column : str or None, default=None
+        A column of row labels, kept apart as text (:attr:`Table.ids`), not a feature:
+        its header name, or its 1-based number in a file without a header; ``"auto"``
+        takes the header column named like an id (:func:`is_id_name`) when there is
+        exactly one; ``None`` or ``"none"``: no id column.
 
     Returns
     -------
     Table
-        The numbers (all finite) and the header's names.
+        The numbers (all finite), the header's names and the ids.
     """
     check_input(path)
     if path == "-" or not Path(path).is_file():
         # Standard input, a pipe or a device: read once into a temporary file (the
         # readers below open a file several times, and a pipe can be read only once).
-        return _read_stream(path, header, sep=sep, decimal=decimal)
+        return _read_stream(path, header, sep=sep, decimal=decimal, id_column=id_column)
     if path.endswith(".tsv") and sep is None:
         sep = "\t"
     try:
         if path.endswith(".npy"):
-            table = _read_npy(path)
+            table = _read_npy(path, id_column)
         elif path.endswith(".parquet") or (sep not in (None, ",")) or decimal != ".":
-            table = _read_with_pandas(path, header, sep or ",", decimal)
+            table = _read_with_pandas(path, header, sep or ",", decimal, id_column)
         else:
-            table = _read_csv(path, header)
+            table = _read_csv(path, header, id_column)
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
     _check_finite(path, table.X)
     return table
 
 
-def _read_with_pandas(path: str, header: bool | None, sep: str, decimal: str) -> Table:
+def _read_with_pandas(
+    path: str, header: bool | None, sep: str, decimal: str, id_column: str | None = None
+) -> Table:
     """Read parquet, or text with another separator or decimal mark, with pandas."""
     try:
         import pandas as pd
@@ -318,12 +426,32 @@ def _read_with_pandas(path: str, header: bool | None, sep: str, decimal: str) ->
         raise DataError(f"{path}: {first_line(error)}") from error
     if frame.empty:
         raise DataError(f"{path} holds no data")
+    named = path.endswith(".parquet") or bool(header)
+    columns = [str(c) for c in frame.columns] if named else None
+    index = _id_index(columns, id_column, path)
+    if index is not None:
+        if not 0 <= index < frame.shape[1]:
+            raise UsageError(f"--id {id_column}: {path} has {frame.shape[1]} columns")
+        if frame.shape[1] == 1:
+            raise UsageError(f"{path} holds only its id column, no feature")
+        ids = [str(value) for value in frame.iloc[:, index]]
+        name = columns[index] if columns is not None else f"column {index + 1}"
+        frame = frame.drop(columns=frame.columns[index])
+        rest = _read_frame(frame, path, named)
+        return Table(rest.X, rest.columns, ids, name)
+    return _read_frame(frame, path, named)
+
+
+def _read_frame(frame: object, path: str, named: bool) -> Table:
+    """Turn a pandas frame of numbers into a table (a text column is a DataError)."""
+    import pandas as pd
+
     text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
         raise DataError(
-            f"{path}: column(s) {text} are not numbers (check --sep and --decimal, or --drop them)"
+            f"{path}: column(s) {text} are not numbers (check --sep and --decimal, or --drop "
+            "them; an id column: --id NAME)"
         )
-    named = path.endswith(".parquet") or bool(header)
     columns = [str(c) for c in frame.columns] if named else None
     return Table(frame.to_numpy(dtype=np.float64), columns)
 
@@ -354,7 +482,13 @@ def _header(columns: list[str] | None) -> dict:
     return {} if columns is None else {"header": ",".join(columns), "comments": ""}
 
 
-def save_array(path: str, array: np.ndarray, columns: list[str] | None = None) -> None:
+def save_array(
+    path: str,
+    array: np.ndarray,
+    columns: list[str] | None = None,
+    ids: list[str] | None = None,
+    id_name: str | None = None,
+) -> None:
     """Write an array to ``.npy``, or else to CSV at full precision (``-``: stdout).
 
     Parameters
@@ -365,17 +499,46 @@ def save_array(path: str, array: np.ndarray, columns: list[str] | None = None) -
         The values (one row per line in CSV).
     columns : list of str, optional
         The CSV's header line (not written to ``.npy``).
+    ids : list of str, optional
+        Row labels written as the CSV's first column, headed ``id_name`` (not written to
+        ``.npy``, which holds numbers only).
+    id_name : str, optional
+        The header of the id column (``id`` when not given).
     """
     try:
-        if path == "-":
+        if path.endswith(".npy") and path != "-":
+            np.save(path, array)
+            return
+        if ids is not None:
+            _write_with_ids(path, array, columns, ids, id_name or "id")
+        elif path == "-":
             np.savetxt(sys.stdout, array, delimiter=",", fmt="%.17g", **_header(columns))
             sys.stdout.flush()
-        elif path.endswith(".npy"):
-            np.save(path, array)
         else:
             np.savetxt(path, array, delimiter=",", fmt="%.17g", **_header(columns))
     except OSError as error:
         raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error
+
+
+def _write_with_ids(
+    path: str, array: np.ndarray, columns: list[str] | None, ids: list[str], id_name: str
+) -> None:
+    """Write CSV rows ``id,value,...`` under a header (standard output for ``-``)."""
+    header = [id_name, *(columns or [f"x{j}" for j in range(array.shape[1])])]
+    rows = (
+        [label, *(format(float(value), ".17g") for value in row)]
+        for label, row in zip(ids, array, strict=True)
+    )
+    if path == "-":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        sys.stdout.flush()
+        return
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------- models

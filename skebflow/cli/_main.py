@@ -90,12 +90,28 @@ def _add_common(parser: argparse.ArgumentParser, header: bool = False) -> None:
 
 
 def _add_drop(parser: argparse.ArgumentParser) -> None:
-    """Add ``--drop NAME ...`` (header columns that are not features) and the text format."""
-    parser.add_argument(
+    """Add the column selection (``--columns``, ``--drop``, ``--id``) and the text format."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="NAME",
+        help="the feature columns to use, by header name (by number from 1 without a header)",
+    )
+    group.add_argument(
         "--drop",
         nargs="+",
         metavar="NAME",
-        help="columns of the header to leave out (an id or a label is not a feature)",
+        help="columns to leave out, by header name (by number from 1 without a header): a "
+        "label is not a feature",
+    )
+    parser.add_argument(
+        "--id",
+        default="auto",
+        metavar="NAME",
+        help="a column of row labels (by name, or number without a header): not a feature, "
+        "and written beside the scores; default: a header column named id, index, *_id or "
+        "blank (a pandas index); 'none': no id column",
     )
     parser.add_argument(
         "--sep",

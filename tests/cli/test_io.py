@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import joblib
@@ -180,7 +181,7 @@ def test_columns_are_matched_by_header_name(tmp_path, capsys):
     assert main([*argv, "--output", str(other)]) == 0
     assert "matched to the model's by name" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(same), np.load(other))
-    assert main(["score", model, str(tmp_path / "reordered.csv")]) == 1
+    assert main(["score", model, str(tmp_path / "reordered.csv"), "--id", "none"]) == 1
     assert_one_line_error(capsys.readouterr().err, "has column(s) ['id'] the model was not")
     assert main(["score", model, str(tmp_path / "missing.csv")]) == 1
     assert_one_line_error(capsys.readouterr().err, "lacks the model's column(s) ['malic']")
@@ -237,3 +238,52 @@ def test_real_exports_tsv_parquet_decimal_commas_and_empty_cells(tmp_path, capsy
     (tmp_path / "gaps.csv").write_text("a,b\n1,\n2,3\n")
     assert main(["score", model, str(tmp_path / "gaps.csv")]) == 1
     assert_one_line_error(capsys.readouterr().err, "is empty", "EBFlowImputer")
+
+
+def test_id_columns_are_row_labels_written_beside_the_scores(tmp_path, capsys):
+    """An id column is not a feature: a header column named like an id (or --id NAME, or
+    a number without a header) is kept apart as text and written beside the scores;
+    --columns picks features by name, or by number without a header."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    lines = [f"P{i},{a!r},{b!r},{i % 2}\n" for i, (a, b) in enumerate(X.tolist())]
+    (tmp_path / "fit.csv").write_text("patient_id,a,b,label\n" + "".join(lines))
+    model = str(tmp_path / "model.skebflow")
+    assert main(["fit", str(tmp_path / "fit.csv"), model, "--drop", "label", *FIT]) == 0
+    assert "id column 'patient_id', not a feature" in capsys.readouterr().err
+    assert list(load(model).feature_names_in_) == ["a", "b"]
+    with warnings.catch_warnings():  # plain rows, in the model's order
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        expected = load(model).score_samples(X)
+    # a pandas export: a blank-named index column, the columns in another order
+    index = "".join(f"{i},{b!r},{a!r}\n" for i, (a, b) in enumerate(X[:5].tolist()))
+    (tmp_path / "new.csv").write_text(",b,a\n" + index)
+    assert main(["score", model, str(tmp_path / "new.csv")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "id,log_density" and [line.split(",")[0] for line in out[1:]] == list("01234")
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in out[1:]], expected[:5])
+    scores = tmp_path / "scores.csv"
+    argv = ["score", model, str(tmp_path / "fit.csv"), "--columns", "a", "b"]
+    assert main([*argv, "--output", str(scores)]) == 0
+    rows = scores.read_text().splitlines()
+    assert rows[0] == "patient_id,log_density" and rows[1].startswith("P0,")
+    np.testing.assert_allclose([float(r.split(",")[1]) for r in rows[1:]], expected, rtol=1e-12)
+    # without a header: columns and the id by number
+    plain = "".join(f"{a!r},7{i},{b!r}\n" for i, (a, b) in enumerate(X[:3].tolist()))
+    (tmp_path / "plain.csv").write_text(plain)
+    assert main(["score", model, str(tmp_path / "plain.csv"), "--id", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in out[1:]] == ["70", "71", "72"]
+    assert main(["score", model, str(tmp_path / "plain.csv"), "--columns", "1", "3"]) == 0
+    np.testing.assert_allclose(np.array(capsys.readouterr().out.split(), float), expected[:3])
+    # mistakes name the option and the file
+    cases = {
+        ("--id", "none", "--drop", "label"): (1, "'P0' is not a number"),
+        ("--id", "colour"): (2, "--id colour: "),
+        ("--columns", "a", "colour"): (2, "--columns colour: no such column"),
+        ("--columns", "a", "--drop", "b"): (2, "not allowed with argument"),
+    }
+    for options, (status, message) in cases.items():
+        assert main(["score", model, str(tmp_path / "fit.csv"), *options]) == status
+        assert_one_line_error(capsys.readouterr().err, message)
+    assert main(["score", model, str(tmp_path / "plain.csv"), "--columns", "4"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "column numbers 1 to 3")
