@@ -1,7 +1,8 @@
 """Every warning and error class of skebflow, in one module (as ``sklearn.exceptions``).
 
 This module is at the bottom of the package: every layer may raise or warn with these
-classes, and users filter them by importing from here (or from ``skebflow``).
+classes, and users filter them by importing from here (the warnings also from
+``skebflow``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Data files are CSV (comma-separated numbers, with or without a header row) or ``.npy``
 arrays; models are files of a fitted :class:`~skebflow.EBFlowDensity` in skebflow's model
-format (:func:`skebflow.load`, which loads without running code), and
-joblib files of one are still read (with a note that such a file can run code). Problems
+format (:func:`skebflow.load`, which loads without running code); joblib files of one
+are read only with ``--trust-pickle`` (with a note that such a file can run code). Problems
 are raised as :class:`~skebflow.cli._messages.DataError` or
 :class:`~skebflow.cli._messages.UsageError` with a one-line message.
 """

@@ -261,8 +261,9 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         preprocessed units): 0, or a small floor (1e-3, ``DEGENERATE_JITTER`` in
         ``docs/defaults.md``) when the training data were degenerate (constant or
         collinear columns, no more rows than columns; a ``DataDimensionalityWarning``
-        names them). It bounds the density, as ``GaussianMixture``'s ``reg_covar``
-        bounds its covariances.
+        names them) or held point masses (discrete or repeated values; a
+        ``PointMassWarning`` names them). It bounds the density, as
+        ``GaussianMixture``'s ``reg_covar`` bounds its covariances.
     architecture_ : str
         The architecture used (``"auto"`` resolved).
     whiten_ : bool
@@ -747,7 +748,8 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         For each row with missing entries, ``n_chains`` Markov chains sample the
         conditional density of the missing entries given the observed ones
         (preconditioned MALA with Gaussian independence moves, on the flow's energy in
-        the preprocessed space; ``docs/imputation.md``). All rows run as one batch.
+        the preprocessed space; ``docs/imputation.md``). Rows run in batches of at most 512
+        rows (fewer for many features), so memory stays bounded.
 
         Parameters
         ----------

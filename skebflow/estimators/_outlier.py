@@ -73,7 +73,7 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
         Expected proportion of outliers in the data; it sets the threshold: ``offset_``
         is the ``100 * contamination`` percentile of held-out log-densities of the
         training rows, so about that fraction of fresh data like the training set is
-        flagged (measured in ``docs/user_guide.md``, "Outliers").
+        flagged (measured in ``docs/user_guide.md``, "Outlier detection").
 
         - If float, it must lie in (0, 0.5].
         - If "auto", the threshold is the 1 % quantile of the held-out log-densities,

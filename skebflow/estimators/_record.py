@@ -1,8 +1,8 @@
 """The record of a fitted estimator (plain data and tensors), and the estimator rebuilt from it.
 
-A model file (:mod:`._model_file`) holds a :func:`density_record` or a
-:func:`detector_record`; :func:`from_record` builds the flow and the preprocessing from
-the saved parameters through the same builders ``fit`` uses
+A model file (:mod:`._model_file`) holds a :func:`density_record`, a
+:func:`detector_record` or an :func:`imputer_record`; :func:`from_record` builds the flow
+and the preprocessing from the saved parameters through the same builders ``fit`` uses
 (:func:`._settings.build_flow`, :func:`._settings.build_chain`), checks them against the
 saved structure, names, shapes and dtypes (a ``ValueError`` otherwise) and copies the
 saved tensors in. This module names no estimator class: the classes to build come in as
