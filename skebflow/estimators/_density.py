@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 import torch
+from sklearn import get_config
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -58,11 +60,58 @@ from skebflow.utils import DTYPES, as_tensor, make_generator, to_numpy, user_sta
 
 __all__ = ["EBFlowDensity"]
 
+#: Fitted attributes that ``validate_data`` sets, not ``_set_fitted``: they describe the
+#: data of the last call (``fit_preprocessing``'s sample included), not the model.
+_DATA_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
 
 def _positive_int(value: object, name: str) -> int:
     if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+@contextlib.contextmanager
+def unchanged_on_error(estimator: object) -> Iterator[None]:
+    """Put every attribute of ``estimator`` back as it was if the block raises.
+
+    An interrupt (``KeyboardInterrupt``) included: the estimator is then exactly as
+    before the block, fitted with its previous model or not fitted, never half old and
+    half new (``n_features_in_`` of the new data beside the previous model, say). The
+    attributes are restored, not copied: the block must replace them, not change the
+    objects they hold in place.
+    """
+    before = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(before)
+        raise
+
+
+def _validate_params_in_every_call(
+    partial_fit: Callable[..., EBFlowDensity],
+) -> Callable[..., EBFlowDensity]:
+    """Validate the parameters in every ``partial_fit``, on a fitted estimator too.
+
+    scikit-learn's ``_fit_context`` validates them in ``partial_fit`` only while the
+    estimator is not fitted, but ``partial_fit`` after :meth:`EBFlowDensity.fit` builds a
+    new run from ``get_params()``: a value set with ``set_params`` in between is refused
+    with scikit-learn's ``InvalidParameterError`` (a ``ValueError``) before anything
+    changes, as ``fit`` refuses it. Like ``_fit_context``, this honours
+    ``sklearn.set_config(skip_parameter_validation=True)`` (and its nested validation
+    skipped inside another estimator's fit); ``_fit_context`` validates an unfitted
+    estimator itself, so the parameters are validated once per call.
+    """
+
+    @functools.wraps(partial_fit)
+    def wrapper(estimator: EBFlowDensity, *args: object, **kwargs: object) -> EBFlowDensity:
+        if estimator.__sklearn_is_fitted__() and not get_config()["skip_parameter_validation"]:
+            estimator._validate_params()
+        return partial_fit(estimator, *args, **kwargs)
+
+    return wrapper
 
 
 def _check_step_size(step_size: object) -> float | None:
@@ -432,6 +481,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
             raise KeyboardInterrupt
         return self
 
+    @_validate_params_in_every_call
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: object, y: object = None) -> EBFlowDensity:
         """Train one epoch on the chunk ``X``, continuing from the previous calls.
@@ -444,8 +494,11 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         every call the fitted attributes describe the EMA weights so far, so the model
         can be scored or sampled between chunks. A call to :meth:`fit` starts over (or,
         with ``warm_start=True``, continues). After :meth:`fit`, ``partial_fit``
-        continues the fitted model (its weights and preprocessing, with a new optimizer;
-        ``n_iter_`` and ``loss_curve_`` then count the ``partial_fit`` epochs).
+        continues the fitted model (its weights and preprocessing, with a new optimizer,
+        under the current parameters; ``n_iter_`` and ``loss_curve_`` then count the
+        ``partial_fit`` epochs). The parameters are validated in every call, a fitted
+        estimator's too (scikit-learn's own ``partial_fit`` validates them only until
+        the estimator is fitted); a call that raises changes nothing.
 
         Parameters
         ----------
@@ -458,6 +511,12 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         -------
         self : EBFlowDensity
             The estimator, fitted to the chunks so far.
+
+        Raises
+        ------
+        sklearn.utils._param_validation.InvalidParameterError
+            A ``ValueError``: a parameter is invalid (set with ``set_params`` after an
+            earlier call, say); the estimator is left as it was.
 
         Examples
         --------
@@ -520,31 +579,29 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
                 stacklevel=user_stacklevel(),
             )
 
-    @contextlib.contextmanager
-    def _unchanged_on_error(self) -> Iterator[None]:
+    def _unchanged_on_error(self) -> contextlib.AbstractContextManager[None]:
         """Put every attribute back as it was if the block raises (an interrupt included).
 
-        A failed ``fit`` or ``partial_fit`` (bad data of another width, a diverged
-        training, Ctrl-C outside the epochs) leaves the estimator as it was before the
-        call: fitted with the previous model, or not fitted, never half old and half new.
-        (An interrupted ``partial_fit`` keeps the previous call's model; its optimizer has
-        taken the interrupted epoch's steps, which the next call continues from.)
+        A failed ``fit``, ``partial_fit`` or ``fit_preprocessing`` (bad data of another
+        width, a diverged training, Ctrl-C outside the epochs) leaves the estimator as it
+        was before the call: fitted with the previous model, or not fitted, never half
+        old and half new. (An interrupted ``partial_fit`` keeps the previous call's
+        model; its optimizer has taken the interrupted epoch's steps, which the next call
+        continues from.)
         """
-        before = dict(vars(self))
-        try:
-            yield
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(before)
-            raise
+        return unchanged_on_error(self)
 
     def fit_preprocessing(self, X: object) -> EBFlowDensity:
         """Fit only the preprocessing statistics, on a sample, for :meth:`partial_fit`.
 
         Call it first when the chunks are not alike (sorted or drifting data), so that
-        every chunk is standardized with the statistics of the whole. It discards the
-        state of earlier :meth:`partial_fit` calls. The estimator is not fitted by it:
-        its other methods still raise ``NotFittedError`` until :meth:`partial_fit`.
+        every chunk is standardized with the statistics of the whole. It starts a new
+        incremental training: it discards the state of earlier :meth:`partial_fit`
+        calls and a model fitted before (by :meth:`fit` or :meth:`partial_fit`), whatever
+        the sample's number of features, since the next :meth:`partial_fit` trains a new
+        flow on these statistics. The estimator is not fitted after it: its other methods
+        raise ``NotFittedError`` until :meth:`partial_fit`, and ``n_features_in_`` is the
+        sample's. A call that raises changes nothing (a fitted model stays fitted).
 
         Parameters
         ----------
@@ -554,14 +611,28 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         Returns
         -------
         self : EBFlowDensity
-            The estimator, with its preprocessing statistics ready.
+            The estimator, with its preprocessing statistics ready (and not fitted).
         """
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        settings = resolve_settings(self.get_params(), X.shape[1])
-        self._sample_preprocessing = settings.build_chain().fit(as_tensor(X, dtype=torch.float64))
-        self._run = None
+        with self._unchanged_on_error():
+            X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+            settings = resolve_settings(self.get_params(), X.shape[1])
+            chain = settings.build_chain().fit(as_tensor(X, dtype=torch.float64))
+            self._discard_model()
+            self._sample_preprocessing = chain
+            self._run = None
         return self
+
+    def _discard_model(self) -> None:
+        """Delete the fitted model: every fitted attribute but those of the data.
+
+        ``n_features_in_`` and ``feature_names_in_`` (``validate_data``'s) are kept; the
+        estimator is no longer fitted (``__sklearn_is_fitted__``).
+        """
+        for key in list(vars(self)):
+            fitted = key.endswith("_") and not key.startswith("_")
+            if (fitted and key not in _DATA_ATTRIBUTES) or key == "_validation_index":
+                delattr(self, key)
 
     def _set_fitted(self, outcome: TrainingOutcome) -> None:
         """Set the fitted attributes from a training outcome: the only place they are set.

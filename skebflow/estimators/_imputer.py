@@ -22,7 +22,7 @@ from sklearn.impute import IterativeImputer
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skebflow.estimators._density import EBFlowDensity
+from skebflow.estimators._density import EBFlowDensity, unchanged_on_error
 from skebflow.estimators._model_file import ModelFileMixin
 from skebflow.estimators._record import imputer_record
 from skebflow.sampling import N_STEPS
@@ -175,6 +175,12 @@ class EBFlowImputer(ModelFileMixin, OneToOneFeatureMixin, TransformerMixin, Base
         Returns
         -------
         self : EBFlowImputer
+
+        Notes
+        -----
+        A fit that raises (an invalid parameter of the estimator, bad data, Ctrl-C)
+        leaves the imputer as it was: fitted with its previous model, or not fitted
+        (``transform`` then raises ``NotFittedError``).
         """
         self._fit(X)
         return self
@@ -199,6 +205,11 @@ class EBFlowImputer(ModelFileMixin, OneToOneFeatureMixin, TransformerMixin, Base
         return self._fit(X)
 
     def _fit(self, X: object) -> np.ndarray:
+        """Fit (``fit`` and ``fit_transform``); a fit that raises changes nothing."""
+        with unchanged_on_error(self):
+            return self._fit_and_fill(X)
+
+    def _fit_and_fill(self, X: object) -> np.ndarray:
         X = validate_data(
             self,
             X,
@@ -239,6 +250,14 @@ class EBFlowImputer(ModelFileMixin, OneToOneFeatureMixin, TransformerMixin, Base
             return X
         out, self.report_ = self._impute(X, return_report=True)
         return out
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether the density was fitted (``estimator_``), as ``check_is_fitted`` asks.
+
+        ``n_features_in_`` alone does not say so: ``validate_data`` sets it before the
+        density's fit, which may fail.
+        """
+        return hasattr(self, "estimator_")
 
     def _impute(self, X: np.ndarray, **kwargs: object) -> object:
         return self.estimator_.impute(

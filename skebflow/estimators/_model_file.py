@@ -317,6 +317,20 @@ class ModelFileMixin:
         path : str or path-like
             The output file (the format: ``docs/persistence.md``).
 
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        ValueError
+            If a parameter was changed after fit to a value that ``fit`` and
+            ``skebflow.load`` reject (of the estimator, or of a detector's or an
+            imputer's ``estimator`` or ``estimator_``), or the fitted flow no longer
+            matches the parameters; nothing is written then (a previous file at
+            ``path`` stays as it was).
+        TypeError
+            For a parameter or fitted attribute that is not a plain value, or a
+            detector or imputer that does not wrap an ``EBFlowDensity``.
+
         Examples
         --------
         >>> import os, tempfile

@@ -28,7 +28,7 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skebflow.estimators._density import EBFlowDensity
+from skebflow.estimators._density import EBFlowDensity, unchanged_on_error
 from skebflow.estimators._model_file import ModelFileMixin
 from skebflow.estimators._record import detector_record
 
@@ -261,7 +261,18 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
         FloatingPointError
             If ``score_samples`` returns NaN on the training data, or the threshold is
             otherwise not finite.
+
+        Notes
+        -----
+        A fit that raises (an invalid parameter of the estimator, bad data, Ctrl-C)
+        leaves the detector as it was: fitted with its previous model, or not fitted
+        (its methods then raise ``NotFittedError``).
         """
+        with unchanged_on_error(self):
+            self._fit(X)
+        return self
+
+    def _fit(self, X: object) -> None:
         X = self._validate(X, reset=True)
         contamination = (
             AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
@@ -294,7 +305,14 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
                 f"training data (offset {offset}); no finite threshold can be set."
             )
         self.estimator_, self.offset_, self.calibration_ = estimator, offset, calibration
-        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether a density estimator was fitted (``estimator_``), as ``check_is_fitted`` asks.
+
+        ``n_features_in_`` alone does not say so: ``validate_data`` sets it before the
+        density's fit, which may fail.
+        """
+        return hasattr(self, "estimator_")
 
     def _log_density(self, X: object) -> np.ndarray:
         return _scores_of(self.estimator_, X, n=X.shape[0])

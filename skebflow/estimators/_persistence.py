@@ -80,10 +80,13 @@ def save(estimator: Estimator, path: str | os.PathLike[str]) -> None:
     sklearn.exceptions.NotFittedError
         If the estimator is not fitted.
     ValueError
-        If the fitted flow or preprocessing no longer matches the estimator's parameters
-        (changed with ``set_params`` after ``fit``, or by a warm start with other
-        ``architecture``, ``n_blocks``, ``hidden_features`` or preprocessing settings):
-        such a model could not be rebuilt from its file.
+        If a parameter was changed after ``fit`` to a value that ``fit`` and :func:`load`
+        reject (the estimator's, or a detector's or an imputer's ``estimator`` or
+        ``estimator_``'s), or if the fitted flow or preprocessing no longer matches the
+        estimator's parameters (changed with ``set_params`` after ``fit``, or by a warm
+        start with other ``architecture``, ``n_blocks``, ``hidden_features`` or
+        preprocessing settings): such a model could not be rebuilt from its file. Nothing
+        is written then.
 
     See Also
     --------

@@ -46,15 +46,17 @@ _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_")
 
 
 # ----------------------------------------------------------------------------- records
-def density_record(estimator: BaseEstimator) -> dict:
+def density_record(estimator: BaseEstimator, *, what: str | None = None) -> dict:
     """Return the plain record of a fitted ``EBFlowDensity``.
 
     ``class``, ``params``, ``tuple_params``, fitted ``attributes``, ``flow`` and
     ``preprocessing`` (structures and CPU tensors). A ``TypeError`` for a value that is not
-    plain, a ``ValueError`` if the flow or preprocessing no longer matches the parameters.
+    plain, a ``ValueError`` for parameters that ``load`` would reject (invalid values set
+    after fit) or if the flow or preprocessing no longer matches the parameters. ``what``
+    names the estimator in messages (default: its class).
     """
     check_is_fitted(estimator, "flow_")
-    record = {"class": "EBFlowDensity", **_encode_params(estimator)}
+    record = {"class": "EBFlowDensity", **_encode_params(estimator, what=what)}
     record["attributes"] = _fitted_attributes(estimator)
     architecture, n_features = estimator.architecture_, estimator.n_features_in_
     flow = estimator.flow_
@@ -138,9 +140,12 @@ def _wrapper_record(
     record = {"class": name, **_encode_params(wrapper, skip="estimator")}
     record["estimator"] = None
     if template is not None:
-        record["estimator"] = {"class": "EBFlowDensity", **_encode_params(template)}
+        record["estimator"] = {
+            "class": "EBFlowDensity",
+            **_encode_params(template, what=f"the estimator parameter of {name}"),
+        }
     record["attributes"] = _fitted_attributes(wrapper, skip)
-    record["estimator_"] = density_record(fitted)
+    record["estimator_"] = density_record(fitted, what=f"estimator_ of {name}")
     return record
 
 
@@ -174,12 +179,26 @@ def _plain(value: object, what: str) -> object:
     )
 
 
-def _encode_params(estimator: BaseEstimator, skip: str | None = None) -> dict:
+def _encode_params(
+    estimator: BaseEstimator, skip: str | None = None, what: str | None = None
+) -> dict:
     """Return the plain parameters and the names of those that were tuples.
 
-    ``skip`` names a parameter stored as a record of its own (a detector's estimator).
+    ``skip`` names a parameter stored as a record of its own (a detector's estimator);
+    ``what`` names the estimator in messages (default: its class). The parameters are
+    validated first, as :func:`_decode_params` validates them on loading: a ``ValueError``
+    for values that ``load`` would reject (set with ``set_params`` after fit), so that
+    ``save`` never writes a file that does not load.
     """
     name = type(estimator).__name__
+    try:
+        estimator._validate_params()
+    except (TypeError, ValueError) as exc:  # InvalidParameterError is both
+        raise ValueError(
+            f"The parameters of {what or name} were changed after fit and are invalid, so "
+            f"the model cannot be saved (load would refuse the file): {exc} Set valid "
+            "values with set_params (those of the fit) before saving."
+        ) from exc
     params, tuples = {}, []
     for key, value in estimator.get_params(deep=False).items():
         if key == skip:
