@@ -78,8 +78,9 @@ def seed_from_random_state(random_state: object) -> int:
     Parameters
     ----------
     random_state : None, int or numpy.random.Generator or numpy.random.RandomState
-        ``None`` draws fresh entropy (never the global numpy state); an integer is used
-        as it is; a numpy generator or RandomState is advanced by one draw.
+        ``None`` draws fresh entropy (never the global numpy state); an integer in
+        ``[0, 2**64)`` is used as it is (others are a ``ValueError``); a numpy
+        generator or RandomState is advanced by one draw.
 
     Returns
     -------
@@ -94,8 +95,10 @@ def seed_from_random_state(random_state: object) -> int:
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1)
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        if not 0 <= random_state < 2**64:  # torch's seeds are 64-bit
+            raise ValueError(
+                f"random_state must be an integer in [0, 2**64 - 1], got {random_state}."
+            )
         return int(random_state)
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(0, 2**31 - 1))
