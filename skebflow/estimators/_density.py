@@ -217,20 +217,22 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         per epoch), rounded to a power of two within [32, 512]: 512 rows for 10,000
         samples, 64 for 1,300, 32 for 100.
     lr_schedule : {"plateau", "constant"}, default="plateau"
-        ``"plateau"`` halves the learning rate after a quarter of ``n_iter_no_change``
+        ``"plateau"`` halves the learning rate after 0.6 times ``n_iter_no_change``
         epochs without an improvement of the monitored score (the validation
         log-likelihood, or the training loss without early stopping).
     max_iter : int, default=200
         Maximum number of epochs.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the data, monitor its exact log-likelihood
-        every epoch, stop after ``n_iter_no_change`` epochs without improvement and keep
-        the best epoch's weights. Needs at least 2 validation samples; with fewer the
+        every epoch, stop after ``n_iter_no_change`` epochs without improvement once the
+        scores of the last ``2 * n_iter_no_change`` epochs no longer rise (the slope of
+        a line through them is below two standard errors), and keep the best epoch's
+        weights. Needs at least 2 validation samples; with fewer the
         training loss is monitored instead, with a warning.
     validation_fraction : float, default=0.1
         Fraction held out for early stopping.
-    n_iter_no_change : int, default=12
-        Patience, in epochs.
+    n_iter_no_change : int, default=20
+        Patience, in epochs (training goes on past it while the trend still rises).
     tol : float, default=1e-4
         Minimum improvement of the monitored quantity.
     ema_decay : float, "auto" or None, default="auto"

@@ -120,6 +120,8 @@ class FitSettings:
             ema_decay=ema_decay,
             max_grad_norm=self.max_grad_norm,
             lr_patience=self.lr_patience,
+            trend_window=auto.trend_window(self.n_iter_no_change),
+            trend_threshold=auto.TREND_T_THRESHOLD,
             verbose=int(self.verbose),
         )
 

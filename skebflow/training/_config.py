@@ -39,7 +39,8 @@ class TrainConfig:
     max_iter : int
         Maximum number of epochs.
     n_iter_no_change : int
-        Epochs without an improvement larger than ``tol`` before stopping.
+        Epochs without an improvement larger than ``tol`` before stopping (once the
+        trend test below finds no rise).
     tol : float
         Minimum improvement of the monitored quantity.
     ema_decay : float or None
@@ -56,6 +57,13 @@ class TrainConfig:
         the learning rate constant.
     lr_factor : float
         Factor of each reduction.
+    trend_window : int
+        Stop only when the monitored values of the last ``trend_window`` epochs do not
+        rise significantly (:func:`skebflow.training._stopping.rising_trend`): a slow
+        rise that the noise hides from the best value goes on. 0 turns the test off
+        (stop after ``n_iter_no_change`` epochs without improvement).
+    trend_threshold : float
+        The t statistic of the slope above which the values count as rising.
     verbose : int
         0 silent, 1 a progress bar, 2 a line per epoch.
     """
@@ -63,13 +71,15 @@ class TrainConfig:
     learning_rate: float = 1e-3
     batch_size: int = 128
     max_iter: int = 200
-    n_iter_no_change: int = 12
+    n_iter_no_change: int = 20
     tol: float = 1e-4
     ema_decay: float | None = 0.999
     max_grad_norm: float | None = 10.0
     max_consecutive_skips: int = 20
     lr_patience: int | None = None
     lr_factor: float = 0.5
+    trend_window: int = 0
+    trend_threshold: float = 2.0
     verbose: int = 0
 
 

@@ -37,6 +37,7 @@ from skebflow.training._config import (
 )
 from skebflow.training._ema import EMA
 from skebflow.training._step import make_optimizer, train_step
+from skebflow.training._stopping import rising_trend
 
 __all__ = [
     "TrainConfig",
@@ -284,7 +285,13 @@ class Trainer:
                     )
                 progress.update(1)
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
-                if stall >= config.n_iter_no_change:
+                if stall >= config.n_iter_no_change and not rising_trend(
+                    result.validation_scores
+                    if score_fn is not None
+                    else [-loss for loss in result.loss_curve],
+                    config.trend_window,
+                    config.trend_threshold,
+                ):
                     result.converged = True
                     break
         except KeyboardInterrupt:
@@ -362,13 +369,16 @@ def summary(result: TrainResult, config: TrainConfig, seconds: float, best: floa
     --------
     >>> from skebflow.nn._architectures import build_fc
     >>> result = TrainResult(flow=build_fc(2), n_iter=30, converged=True, best_epoch=18)
-    >>> print(summary(result, TrainConfig(max_iter=200, n_iter_no_change=12), 4.2, -1.25))
-    trained 30 of max_iter=200 epochs in 4.2 s; stopped: no improvement for 12 epochs; best epoch 18 (validation log-likelihood -1.25)
+    >>> config = TrainConfig(max_iter=200, n_iter_no_change=12, trend_window=24)
+    >>> print(summary(result, config, 4.2, -1.25))
+    trained 30 of max_iter=200 epochs in 4.2 s; stopped: no improvement for 12 epochs and no rising trend over 24; best epoch 18 (validation log-likelihood -1.25)
     """  # noqa: E501
     if result.interrupted:
         why = "interrupted"
     elif result.converged:
         why = f"no improvement for {config.n_iter_no_change} epochs"
+        if config.trend_window:
+            why += f" and no rising trend over {config.trend_window}"
     else:
         why = "reached max_iter (not converged)"
     line = f"trained {result.n_iter} of max_iter={config.max_iter} epochs in {seconds:.1f} s"
