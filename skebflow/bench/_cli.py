@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m skebflow bench {speed,nll,truth,quality,inference,anytime,detector}``.
+"""Benchmarks: ``python -m skebflow bench COMMAND`` (speed, nll, truth, quality, ...).
 
 ``speed``
     Time per training step of every objective on the paper's FC flow (batch 100) at
@@ -28,6 +28,10 @@ anytime
     The share of fresh inliers each outlier detector flags against its contamination:
     ``EBFlowOutlierDetector`` (held-out and training thresholds), ``IsolationForest``
     and ``LocalOutlierFactor``; see :mod:`skebflow.bench._detector`.
+``scale``
+    Fit time and held-out likelihood of the default against a BIC-selected
+    GaussianMixture as the number of rows grows (1,000 to 1,000,000), with a plot of
+    time against rows; see :mod:`skebflow.bench._scale`.
 
 Each writes ``<name>.json`` (machine, command, configuration, every measurement),
 ``<name>.md`` (tables) and, for ``speed``, ``speed.png`` (when matplotlib is installed)
@@ -99,6 +103,13 @@ from skebflow.bench._quality import (
 )
 from skebflow.bench._quality_report import quality_markdown
 from skebflow.bench._quality_report import summarize as summarize_quality
+from skebflow.bench._scale import (
+    SCALE_FEATURES,
+    SCALE_SIZES,
+    plot_scale,
+    run_scale,
+    scale_markdown,
+)
 from skebflow.bench._speed import SPEED_OBJECTIVES, run_speed
 from skebflow.bench._speed_report import plot_speed, speed_markdown
 from skebflow.bench._tasks import QUALITY_GROUPS, make_quality_sets, make_tasks
@@ -446,12 +457,15 @@ def _parser() -> argparse.ArgumentParser:
     detector = commands.add_parser(
         "detector", help="share of fresh inliers each outlier detector flags"
     )
-    subcommands += ((anytime, None), (detector, 1))
+    scale = commands.add_parser(
+        "scale", help="fit time and held-out likelihood of the default as the rows grow"
+    )
+    subcommands += ((anytime, None), (detector, 1), (scale, 1))
     for sub, default_threads in subcommands:
         sub.add_argument("--output", default=f"bench-output/{sub.prog.split()[-1]}")
         if sub in (speed, nll, anytime):
             sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-        if sub not in (quality, inference, detector):
+        if sub not in (quality, inference, detector, scale):
             sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
         sub.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
         sub.add_argument(
@@ -555,7 +569,37 @@ def _parser() -> argparse.ArgumentParser:
     detector.add_argument("--datasets", nargs="+", choices=DETECTOR_DATASETS)
     detector.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
     detector.add_argument("--contaminations", type=float, nargs="+", default=[0.01, 0.05, 0.1])
+    scale.add_argument("--sizes", type=int, nargs="+", default=list(SCALE_SIZES))
+    scale.add_argument("--features", type=int, nargs="+", default=list(SCALE_FEATURES))
+    scale.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1")
+    scale.add_argument("--no-plot", action="store_true")
     return parser
+
+
+def _scale(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    sizes = (300, 600) if args.quick else tuple(args.sizes)
+    features = (2,) if args.quick else tuple(args.features)
+    seeds = tuple(range(args.seeds))
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        rows = run_scale(sizes=sizes, features=features, seeds=seeds, quick=args.quick, log=log)
+    seconds = time.perf_counter() - start
+    payload = {"benchmark": "scale", "command": sys.argv, "machine": machine, "rows": rows}
+    header = (
+        f"Wall time {seconds / 60:.1f} min, {args.threads} thread(s), on "
+        f"{machine['cpu_count']} CPU(s) ({machine['cpu']}); seeds {list(seeds)}; each "
+        "pair fitted one after the other in one process. Held-out: mean log-likelihood of "
+        "the same fresh rows, nats per sample.\n\n"
+    )
+    folder = Path(args.output)
+    _write(folder, "scale", payload, header + scale_markdown(rows))
+    if not args.no_plot:
+        plot = plot_scale(rows, folder / "scale.png")
+        if plot is not None:
+            log(f"wrote {plot}")
+    log(f"wrote {folder / 'scale.json'} and {folder / 'scale.md'} ({seconds:.0f} s)")
+    return 0
 
 
 def _detector(args: argparse.Namespace, log: Callable[[str], None]) -> int:
@@ -602,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log: Callable[[str], None] = (lambda _: None) if args.log == "quiet" else print
     commands = {"speed": _speed, "nll": _nll, "truth": _truth, "quality": _quality}
-    commands.update(inference=_inference, anytime=_anytime, detector=_detector)
+    commands.update(inference=_inference, anytime=_anytime, detector=_detector, scale=_scale)
     return commands[args.command](args, log)
 
 
