@@ -30,6 +30,7 @@ import time
 import tracemalloc
 import warnings
 from collections.abc import Callable
+from queue import Empty
 
 import numpy as np
 import torch
@@ -199,6 +200,16 @@ def _peak_bytes() -> int:
 def _memory_child(
     model_name: str, method: str, n_rows: int, features: int, seed: int, queue: object
 ) -> None:
+    try:
+        _measure_in_child(model_name, method, n_rows, features, seed, queue)
+    except BaseException as error:  # the parent waits for a record: send the failure
+        queue.put({"error": f"{type(error).__name__}: {error}"})
+        raise
+
+
+def _measure_in_child(
+    model_name: str, method: str, n_rows: int, features: int, seed: int, queue: object
+) -> None:
     torch.set_num_threads(1)
     model = _models(features, 2_000, seed, (model_name,))[model_name]
     X = _data(n_rows, features, seed + 1) if method != "sample" else np.empty((n_rows, features))
@@ -265,7 +276,7 @@ def measure_memory(
             target=_memory_child, args=(model_name, method, n_rows, features, seed, queue)
         )
         child.start()
-        record = queue.get()
+        record = _child_record(child, queue, f"{model_name}.{method}")
         child.join()
         records.append(record)
         log(
@@ -273,6 +284,24 @@ def measure_memory(
             f"(result {record['output_mb']:.0f} MB)"
         )
     return records
+
+
+def _child_record(child: object, queue: object, what: str) -> dict:
+    """Wait for the child's record; raise if it failed or died without one (no hang)."""
+    while True:
+        try:
+            record = queue.get(timeout=1.0)
+        except Empty:
+            if not child.is_alive():
+                raise RuntimeError(
+                    f"the memory measurement of {what} ended (exit status {child.exitcode}) "
+                    "without a result"
+                ) from None
+            continue
+        if "error" in record:
+            child.join()
+            raise RuntimeError(f"the memory measurement of {what} failed: {record['error']}")
+        return record
 
 
 def inference_markdown(throughput: list[dict], memory: list[dict]) -> str:

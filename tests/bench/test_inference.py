@@ -38,3 +38,10 @@ def test_inference_memory_does_not_grow_with_the_rows():
         assert b["output_mb"] == pytest.approx(10 * a["output_mb"])
         overhead = b["extra_peak_mb"] - b["output_mb"]
         assert overhead < 2 * a["extra_peak_mb"] + 16, (a, b)
+
+
+def test_a_memory_child_that_fails_is_an_error_not_a_hang():
+    """The parent waited on the child's queue forever when the child died without a
+    record (a slow-suite run hung for 12 minutes on a defunct child)."""
+    with pytest.raises(RuntimeError, match=r"memory measurement of Nope\.score_samples failed"):
+        measure_memory((("Nope", "score_samples"),), n_rows=10, features=2, log=lambda _: None)
