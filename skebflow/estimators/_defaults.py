@@ -36,6 +36,8 @@ __all__ = [
     "DIVERGENCE_NOISE_STANDARD_ERRORS",
     "DRIFT_MIN_NATS",
     "DRIFT_NATS_PER_FEATURE",
+    "MAX_EPOCH_ROWS",
+    "MAX_VALIDATION_ROWS",
     "PLATEAU_PATIENCE_FRACTION",
     "SCORE_BATCH_SCALED_ARCHITECTURES",
     "SCORE_MAX_LEARNING_RATES",
@@ -133,6 +135,15 @@ SINGLE_THREAD_MAX_FEATURES = 256
 AUTO_BATCH_STEPS = 20
 AUTO_BATCH_MIN = 32
 AUTO_BATCH_MAX = 512
+#: An epoch of ``fit`` trains on at most this many rows (a random subset of the training
+#: rows when there are more, drawn anew every epoch): 20 steps of the largest automatic
+#: batch. Early stopping, the plateau schedule and ``max_iter`` then count in the same
+#: units of work at any size, so a fit's cost stops growing with the number of rows
+#: once it has more (``docs/defaults.md``, "Cost at large n").
+MAX_EPOCH_ROWS = AUTO_BATCH_STEPS * AUTO_BATCH_MAX
+#: Early stopping holds out ``validation_fraction`` of the rows, at most this many (the
+#: rest train): scoring 100,000 held-out rows every epoch would cost ten epochs.
+MAX_VALIDATION_ROWS = 10_000
 #: ``ema_decay="auto"``: the average spans about one epoch of steps, at least
 #: ``AUTO_EMA_MIN_STEPS``, at most ``1 / (1 - AUTO_EMA_MAX_DECAY)``.
 AUTO_EMA_MIN_STEPS = 10

@@ -221,7 +221,10 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         epochs without an improvement of the monitored score (the validation
         log-likelihood, or the training loss without early stopping).
     max_iter : int, default=200
-        Maximum number of epochs.
+        Maximum number of epochs. An epoch is a pass over the training rows, or, with
+        more than 10,240 of them, a random 10,240 (drawn anew each epoch), so that the
+        cost of a fit stops growing with the number of rows (``partial_fit`` always
+        passes over its whole chunk).
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the data, monitor its exact log-likelihood
         every epoch, stop after ``n_iter_no_change`` epochs without improvement once the
@@ -230,7 +233,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         weights. Needs at least 2 validation samples; with fewer the
         training loss is monitored instead, with a warning.
     validation_fraction : float, default=0.1
-        Fraction held out for early stopping.
+        Fraction held out for early stopping, at most 10,000 rows (the rest train).
     n_iter_no_change : int, default=20
         Patience, in epochs (training goes on past it while the trend still rises).
     tol : float, default=1e-4

@@ -91,15 +91,21 @@ class FitSettings:
             self.whiten,
         )
 
-    def batch_and_ema(self, n_train: int) -> tuple[int, float | None]:
-        """Return the batch size and EMA decay for ``n_train`` training rows."""
+    def batch_and_ema(
+        self, n_train: int, epoch_rows: int | None = None
+    ) -> tuple[int, float | None]:
+        """Return the batch size and EMA decay for ``n_train`` training rows.
+
+        The automatic EMA spans about one epoch: of ``min(n_train, epoch_rows)`` rows.
+        """
         batch_size = self.batch_size
         if batch_size == "auto":
             batch_size = auto.auto_batch_size(n_train)
         batch_size = min(int(batch_size), n_train)
         ema_decay = self.ema_decay
         if ema_decay == "auto":
-            ema_decay = auto.auto_ema_decay(n_train, batch_size)
+            rows = n_train if epoch_rows is None else min(n_train, epoch_rows)
+            ema_decay = auto.auto_ema_decay(rows, batch_size)
         return batch_size, ema_decay or None
 
     def learning_rate_for(self, batch_size: int) -> float:
@@ -108,9 +114,14 @@ class FitSettings:
             return auto.auto_learning_rate(self.architecture, self.objective, batch_size)
         return float(self.learning_rate)
 
-    def train_config(self, n_train: int) -> TrainConfig:
-        """Return the trainer's configuration for ``n_train`` training rows."""
-        batch_size, ema_decay = self.batch_and_ema(n_train)
+    def train_config(self, n_train: int, *, whole_passes: bool = False) -> TrainConfig:
+        """Return the trainer's configuration for ``n_train`` training rows.
+
+        An epoch trains on at most :data:`~._defaults.MAX_EPOCH_ROWS` rows, unless
+        ``whole_passes`` (``partial_fit``: one pass over each chunk).
+        """
+        epoch_rows = None if whole_passes else auto.MAX_EPOCH_ROWS
+        batch_size, ema_decay = self.batch_and_ema(n_train, epoch_rows)
         return TrainConfig(
             learning_rate=self.learning_rate_for(batch_size),
             batch_size=batch_size,
@@ -122,6 +133,7 @@ class FitSettings:
             lr_patience=self.lr_patience,
             trend_window=auto.trend_window(self.n_iter_no_change),
             trend_threshold=auto.TREND_T_THRESHOLD,
+            max_epoch_rows=epoch_rows,
             verbose=int(self.verbose),
         )
 

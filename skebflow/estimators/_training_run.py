@@ -37,6 +37,7 @@ from torch import Tensor
 from skebflow.estimators._defaults import (
     DEGENERATE_JITTER,
     DIVERGENCE_NOISE_STANDARD_ERRORS,
+    MAX_VALIDATION_ROWS,
     TRAINING_COPIES,
     WHITENING_MIN_VARIANCE,
 )
@@ -134,7 +135,7 @@ class TrainingRun:
         self.trainer = Trainer(
             model,
             settings.loss(),
-            settings.train_config(n_train),
+            settings.train_config(n_train, whole_passes=incremental),
             generator=generator,
             regularizers=settings.regularizers(),
         )
@@ -349,7 +350,9 @@ def run_fit(
     x_all = as_tensor(X, dtype=torch.float64)
     cpu_generator = torch.Generator().manual_seed(settings.seed)
     fraction = settings.validation_fraction if settings.early_stopping else None
-    x_train, x_val, validation_index = validation_split(x_all, fraction, cpu_generator)
+    x_train, x_val, validation_index = validation_split(
+        x_all, fraction, cpu_generator, max_rows=MAX_VALIDATION_ROWS
+    )
     if warm_from is None:
         run = TrainingRun.start(settings, x_all, x_train, cpu_generator=cpu_generator)
     else:
@@ -393,9 +396,11 @@ def run_partial_fit(
 
 
 def validation_split(
-    x: Tensor, fraction: float | None, generator: torch.Generator
+    x: Tensor, fraction: float | None, generator: torch.Generator, max_rows: int | None = None
 ) -> tuple[Tensor, Tensor, np.ndarray]:
     """Return ``(x_train, x_val, index)``: a random ``fraction`` of the rows held out.
+
+    At most ``max_rows`` rows are held out (the rest train).
 
     ``index`` holds the positions of the held-out rows in ``x``.
 
@@ -412,6 +417,8 @@ def validation_split(
     """
     n = x.shape[0]
     n_val = math.floor(fraction * n) if fraction is not None else 0
+    if max_rows is not None:
+        n_val = min(n_val, max_rows)
     if n_val < 2 or n - n_val < 2:
         if fraction is not None:
             if n_val >= 2:  # the fraction leaves too few rows to train on

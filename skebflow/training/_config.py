@@ -63,7 +63,10 @@ class TrainConfig:
         rise that the noise hides from the best value goes on. 0 turns the test off
         (stop after ``n_iter_no_change`` epochs without improvement).
     trend_threshold : float
-        The t statistic of the slope above which the values count as rising.
+        The z score of the trend test above which the values count as rising.
+    max_epoch_rows : int or None
+        An epoch trains on at most this many rows, a random subset drawn anew every
+        epoch when the data have more; ``None``: every epoch is a whole pass.
     verbose : int
         0 silent, 1 a progress bar, 2 a line per epoch.
     """
@@ -80,6 +83,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     trend_window: int = 0
     trend_threshold: float = 2.0
+    max_epoch_rows: int | None = None
     verbose: int = 0
 
 

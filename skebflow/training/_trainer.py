@@ -177,16 +177,20 @@ class Trainer:
     def epoch(self, data: Tensor, *, prepare: PrepareFn | None = None) -> float:
         """Run one pass over ``data`` in shuffled minibatches; return the mean loss.
 
-        ``prepare(x_batch, generator) -> y_batch`` maps each minibatch first (identity
-        when omitted). The epoch is appended to :attr:`loss_curve` and :attr:`n_iter`.
+        With ``config.max_epoch_rows`` below the number of rows, the epoch is a random
+        subset of that many rows (drawn anew each epoch). ``prepare(x_batch, generator)
+        -> y_batch`` maps each minibatch first (identity when omitted). The epoch is
+        appended to :attr:`loss_curve` and :attr:`n_iter`.
         """
         self._sync_config()
         n = data.shape[0]
         batch_size = max(1, min(self.config.batch_size, n))
         order = torch.randperm(n, generator=self.generator, device=self.generator.device)
+        if self.config.max_epoch_rows is not None:
+            order = order[: self.config.max_epoch_rows]
         total, steps = torch.zeros((), dtype=data.dtype), 0
         self.model.train()
-        for begin in range(0, n, batch_size):
+        for begin in range(0, len(order), batch_size):
             batch = data[order[begin : begin + batch_size].to(data.device)]
             loss = self.step(prepare(batch, self.generator) if prepare is not None else batch)
             if loss is not None:

@@ -59,3 +59,20 @@ def test_the_logit_squeeze_follows_the_architecture_in_fit_and_partial_fit(
     for est in (fitted, chunked):
         (logit,) = [t for t in est.preprocessing_.transforms if type(t).__name__ == "Logit"]
         assert logit.eps == eps
+
+
+def test_fit_bounds_its_epochs_and_validation_rows_and_partial_fit_takes_whole_chunks(monkeypatch):
+    """Large data: ``fit`` trains each epoch on at most MAX_EPOCH_ROWS rows and holds out
+    at most MAX_VALIDATION_ROWS (the rest train); ``partial_fit`` passes over each chunk."""
+    import skebflow.estimators._training_run as training_run
+    from skebflow.estimators import _defaults as auto
+    from skebflow.estimators._settings import resolve_settings
+
+    X = np.random.default_rng(0).normal(size=(400, 2))
+    monkeypatch.setattr(training_run, "MAX_VALIDATION_ROWS", 7)
+    est = EBFlowDensity(max_iter=1, random_state=0).fit(X)
+    assert len(est._validation_index) == 7  # 10 % would be 40
+    settings = resolve_settings(EBFlowDensity().get_params(), 2)
+    assert settings.train_config(10**6).max_epoch_rows == auto.MAX_EPOCH_ROWS == 10_240
+    assert settings.train_config(10**6, whole_passes=True).max_epoch_rows is None
+    assert round(settings.train_config(10**6).ema_decay, 4) == 0.95  # one 20-step epoch

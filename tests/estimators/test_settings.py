@@ -27,14 +27,25 @@ def test_auto_choices_follow_the_documented_thresholds(n_features, architecture,
 
 
 @pytest.mark.parametrize(
-    ("n_train", "batch_size", "ema_decay"),
-    [(100, 32, 0.9), (1300, 64, 1 - 1 / 21), (10_000, 512, 1 - 1 / 20), (1_000_000, 512, 0.999)],
+    ("n_train", "batch_size", "ema_decay", "fit_ema_decay"),
+    [
+        (100, 32, 0.9, 0.9),
+        (1300, 64, 1 - 1 / 21, 1 - 1 / 21),
+        (10_000, 512, 1 - 1 / 20, 1 - 1 / 20),
+        (1_000_000, 512, 0.999, 1 - 1 / 20),  # fit's epochs are 10,240 rows: 20 steps
+    ],
 )
-def test_auto_batch_size_and_ema_follow_the_number_of_rows(n_train, batch_size, ema_decay):
+def test_auto_batch_size_and_ema_follow_the_number_of_rows(
+    n_train, batch_size, ema_decay, fit_ema_decay
+):
+    """The EMA spans about one epoch: a whole pass (partial_fit's chunk), or fit's
+    bounded epoch of at most MAX_EPOCH_ROWS rows."""
     settings = resolve_settings(EBFlowDensity().get_params(), 2)
     assert settings.batch_and_ema(n_train) == pytest.approx((batch_size, ema_decay))
     config = settings.train_config(n_train)
-    assert (config.batch_size, config.ema_decay) == pytest.approx((batch_size, ema_decay))
+    assert (config.batch_size, config.ema_decay) == pytest.approx((batch_size, fit_ema_decay))
+    whole = settings.train_config(n_train, whole_passes=True)
+    assert (whole.batch_size, whole.ema_decay) == pytest.approx((batch_size, ema_decay))
 
 
 def test_auto_choices_with_an_image_shape():

@@ -72,3 +72,29 @@ def test_a_slow_rise_hidden_by_noise_goes_on_and_a_plateau_stops_after_the_patie
     for scores in (flat, falling):
         fixed = _stop_epoch(scores, patience=20, window=0)
         assert _stop_epoch(scores, patience=20, window=40) <= fixed + 20
+
+
+def test_an_epoch_of_large_data_is_a_bounded_random_subset_of_rows():
+    """With ``max_epoch_rows`` an epoch takes that many rows (fresh ones each epoch), so
+    its cost stops growing with the data; without it an epoch is a whole pass."""
+    data = torch.arange(1000, dtype=torch.float64).reshape(500, 2)
+    seen: list[torch.Tensor] = []
+
+    def record(batch, generator):
+        seen.append(batch)
+        return batch
+
+    flow = build_fc(2).double()
+    config = TrainConfig(max_iter=2, batch_size=32, max_epoch_rows=100)
+    trainer = Trainer(flow, lambda f, y, g: f.energy(y).mean(), config, generator=torch.Generator())
+    trainer.epoch(data, prepare=record)
+    first = torch.cat(seen)
+    assert trainer.n_steps == 4 and len(first) == 100  # 32 + 32 + 32 + 4 rows
+    assert len(torch.unique(first[:, 0])) == 100  # without replacement
+    seen.clear()
+    trainer.epoch(data, prepare=record)
+    assert not torch.equal(torch.cat(seen), first)  # another subset
+    whole = Trainer(flow, lambda f, y, g: f.energy(y).mean(), TrainConfig(batch_size=32),
+                    generator=torch.Generator())  # fmt: skip
+    whole.epoch(data)
+    assert whole.n_steps == 16  # ceil(500 / 32)
