@@ -576,56 +576,72 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _table_benchmark(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[], list[dict]],
+    note: str,
+    markdown: Callable[[list[dict]], str],
+    log: Callable[[str], None],
+) -> tuple[list[dict], Path]:
+    """Run a benchmark of rows on the CPU under ``--threads``; write its JSON and table.
+
+    The table's header says the wall time, the threads, the machine and ``note``.
+    """
+    start = time.perf_counter()
+    with _threads(args.threads):
+        machine = _machine(torch.device("cpu"))
+        rows = run()
+    seconds = time.perf_counter() - start
+    payload = {"benchmark": name, "command": sys.argv, "machine": machine, "rows": rows}
+    header = (
+        f"Wall time {seconds / 60:.1f} min, {args.threads} thread(s), on "
+        f"{machine['cpu_count']} CPU(s) ({machine['cpu']}); {note}\n\n"
+    )
+    folder = Path(args.output)
+    _write(folder, name, payload, header + markdown(rows))
+    log(f"wrote {folder / (name + '.json')} and {folder / (name + '.md')} ({seconds:.0f} s)")
+    return rows, folder
+
+
 def _scale(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     sizes = (300, 600) if args.quick else tuple(args.sizes)
     features = (2,) if args.quick else tuple(args.features)
     seeds = tuple(range(args.seeds))
-    start = time.perf_counter()
-    with _threads(args.threads):
-        machine = _machine(torch.device("cpu"))
-        rows = run_scale(sizes=sizes, features=features, seeds=seeds, quick=args.quick, log=log)
-    seconds = time.perf_counter() - start
-    payload = {"benchmark": "scale", "command": sys.argv, "machine": machine, "rows": rows}
-    header = (
-        f"Wall time {seconds / 60:.1f} min, {args.threads} thread(s), on "
-        f"{machine['cpu_count']} CPU(s) ({machine['cpu']}); seeds {list(seeds)}; each "
-        "pair fitted one after the other in one process. Held-out: mean log-likelihood of "
-        "the same fresh rows, nats per sample.\n\n"
+    rows, folder = _table_benchmark(
+        args,
+        "scale",
+        lambda: run_scale(sizes=sizes, features=features, seeds=seeds, quick=args.quick, log=log),
+        f"seeds {list(seeds)}; each pair fitted one after the other in one process. "
+        "Held-out: mean log-likelihood of the same fresh rows, nats per sample.",
+        scale_markdown,
+        log,
     )
-    folder = Path(args.output)
-    _write(folder, "scale", payload, header + scale_markdown(rows))
     if not args.no_plot:
         plot = plot_scale(rows, folder / "scale.png")
         if plot is not None:
             log(f"wrote {plot}")
-    log(f"wrote {folder / 'scale.json'} and {folder / 'scale.md'} ({seconds:.0f} s)")
     return 0
 
 
 def _detector(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     names = args.datasets or (("moons",) if args.quick else DETECTOR_DATASETS)
     seeds = tuple(range(1 if args.quick else args.seeds))
-    start = time.perf_counter()
-    with _threads(args.threads):
-        machine = _machine(torch.device("cpu"))
-        rows = run_detector(
+    _table_benchmark(
+        args,
+        "detector",
+        lambda: run_detector(
             datasets=names,
             seeds=seeds,
             contaminations=args.contaminations,
             quick=args.quick,
             log=log,
-        )
-    seconds = time.perf_counter() - start
-    payload = {"benchmark": "detector", "command": sys.argv, "machine": machine, "rows": rows}
-    header = (
-        f"Wall time {seconds / 60:.1f} min, {args.threads} thread(s), on "
-        f"{machine['cpu_count']} CPU(s) ({machine['cpu']}); seeds {list(seeds)}. "
-        "Share of fresh inliers flagged (mean over seeds): a calibrated detector flags "
-        "about the contamination.\n\n"
+        ),
+        f"seeds {list(seeds)}. Share of fresh inliers flagged (mean over seeds): a "
+        "calibrated detector flags about the contamination.",
+        detector_markdown,
+        log,
     )
-    folder = Path(args.output)
-    _write(folder, "detector", payload, header + detector_markdown(rows))
-    log(f"wrote {folder / 'detector.json'} and {folder / 'detector.md'} ({seconds:.0f} s)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``bench scale``: the default against GaussianMixture(BIC) as the rows grow."""
+"""``bench scale`` (the default against GaussianMixture as rows grow) and ``bench detector``."""
 
 from __future__ import annotations
 
@@ -30,3 +30,11 @@ def test_the_table_reports_the_time_ratio_of_the_two_methods():
     ]  # fmt: skip
     line = scale_markdown(rows).splitlines()[2]
     assert line == "| 8 | 1,000 | 6.0 (40) | 2.0 (6) | 3.0× | -11.0000 | -10.5000 |"
+
+
+def test_detector_quick_writes_its_table_through_the_shared_writer(tmp_path):
+    argv = ["detector", "--quick", "--contaminations", "0.1", "--output", str(tmp_path)]
+    assert main([*argv, "--log", "quiet"]) == 0
+    rows = json.loads((tmp_path / "detector.json").read_text())["rows"]
+    assert {r["method"] for r in rows} >= {"IsolationForest", "EBFlow (held-out)"}
+    assert (tmp_path / "detector.md").read_text().startswith("Wall time ")

@@ -45,23 +45,23 @@ from __future__ import annotations
 
 import functools
 import re
-import signal
-import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.estimators import DEGENERATE_JITTER
+from tests.estimators.fuzzing import fuzz_settings as _settings
+from tests.estimators.fuzzing import no_hang  # noqa: F401 (autouse: a hang fails)
 from tests.helpers import fit_quietly
 
 #: The two fast configurations every property runs on ("auto" is the spline flow here).
@@ -76,50 +76,7 @@ MAX_EXPONENT = 290
 FINITE_BELOW = 1e100
 #: Warnings that fit and scoring may give; anything else (a RuntimeWarning, ...) fails.
 ALLOWED_WARNINGS = (DataDimensionalityWarning, ConvergenceWarning, UserWarning)
-#: A test running longer than this is a hang.
-HANG_SECONDS = 300
 N_REFERENCE_FEATURES = 3
-
-
-def _settings(max_examples: int, *, shrink: bool = True) -> settings:
-    """Derandomized, bounded hypothesis settings (reproducible in CI, no database).
-
-    ``shrink=False`` for tests that fit a model per example: shrinking a failure there
-    can take minutes; the first failing example is reported as it was generated.
-    """
-    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
-    return settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=phases,
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.filter_too_much,
-            HealthCheck.function_scoped_fixture,
-        ],
-    )
-
-
-@pytest.fixture(autouse=True)
-def _no_hang() -> Iterator[None]:
-    """Turn a hang into a failure (SIGALRM, where the platform has it)."""
-    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"the test ran for more than {HANG_SECONDS} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(HANG_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -58,10 +58,8 @@ from __future__ import annotations
 import io
 import pkgutil
 import shutil
-import signal
 import struct
 import tempfile
-import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -72,7 +70,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import scipy.sparse
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sklearn.base import clone
@@ -80,14 +78,14 @@ from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning, No
 
 import skebflow
 from skebflow import EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector
+from tests.estimators.fuzzing import fuzz_settings as _settings
+from tests.estimators.fuzzing import no_hang  # noqa: F401 (autouse: a hang fails)
 
 #: The errors a misuse may end in (NotFittedError is a ValueError too; scikit-learn's
 #: InvalidParameterError is both a ValueError and a TypeError).
 ERRORS = (ValueError, TypeError, NotFittedError)
 #: Warnings that short fits may give; anything else (a RuntimeWarning, ...) fails.
 ALLOWED_WARNINGS = (DataDimensionalityWarning, ConvergenceWarning, UserWarning)
-#: A test running longer than this is a hang.
-HANG_SECONDS = 300
 #: The smallest flow the file fits: float64, so that every comparison is bit for bit.
 FAST = {
     "architecture": "fc",
@@ -99,48 +97,6 @@ FAST = {
     "random_state": 0,
 }
 seeds = st.integers(0, 2**32 - 1)
-
-
-def _settings(max_examples: int, *, shrink: bool = True, **extra: object) -> settings:
-    """Derandomized, bounded hypothesis settings (reproducible in CI, no database).
-
-    ``shrink=False`` for tests that fit a model per example: shrinking a failure there
-    can take minutes; the first failing example is reported as it was generated.
-    """
-    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
-    return settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=phases,
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.filter_too_much,
-            HealthCheck.function_scoped_fixture,
-        ],
-        **extra,
-    )
-
-
-@pytest.fixture(autouse=True)
-def _no_hang() -> Iterator[None]:
-    """Turn a hang into a failure (SIGALRM, where the platform has it)."""
-    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"the test ran for more than {HANG_SECONDS} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(HANG_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------- helpers
