@@ -170,6 +170,14 @@ def _write(folder: Path, name: str, payload: dict, markdown: str) -> None:
     (folder / f"{name}.md").write_text(markdown)
 
 
+def _positive(text: str) -> int:
+    """Parse a positive integer option (argparse names the option on failure)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _image_shape(text: str) -> tuple[int, int, int]:
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -571,7 +579,7 @@ def _parser() -> argparse.ArgumentParser:
     detector.add_argument("--contaminations", type=float, nargs="+", default=[0.01, 0.05, 0.1])
     scale.add_argument("--sizes", type=int, nargs="+", default=list(SCALE_SIZES))
     scale.add_argument("--features", type=int, nargs="+", default=list(SCALE_FEATURES))
-    scale.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1")
+    scale.add_argument("--seeds", type=_positive, default=1, help="seeds 0 .. N-1")
     scale.add_argument("--no-plot", action="store_true")
     return parser
 

@@ -291,17 +291,22 @@ def _child_record(child: object, queue: object, what: str) -> dict:
     while True:
         try:
             record = queue.get(timeout=1.0)
+            break
         except Empty:
-            if not child.is_alive():
-                raise RuntimeError(
-                    f"the memory measurement of {what} ended (exit status {child.exitcode}) "
-                    "without a result"
-                ) from None
-            continue
-        if "error" in record:
-            child.join()
-            raise RuntimeError(f"the memory measurement of {what} failed: {record['error']}")
-        return record
+            if child.is_alive():
+                continue
+        try:  # it may have put its record just before it ended
+            record = queue.get(timeout=1.0)
+            break
+        except Empty:
+            raise RuntimeError(
+                f"the memory measurement of {what} ended (exit status {child.exitcode}) "
+                "without a result"
+            ) from None
+    if "error" in record:
+        child.join()
+        raise RuntimeError(f"the memory measurement of {what} failed: {record['error']}")
+    return record
 
 
 def inference_markdown(throughput: list[dict], memory: list[dict]) -> str:

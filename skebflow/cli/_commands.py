@@ -12,6 +12,7 @@ import contextlib
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,19 +33,26 @@ from skebflow.cli._options import estimator_params
 __all__ = ["fit", "sample", "score"]
 
 
-def _read(args: argparse.Namespace, path: str, usage: str) -> Table:
+def _read(args: argparse.Namespace, path: str, usage: str, features: Sequence[str] = ()) -> Table:
     """Read a data file, keep the columns ``--columns``/``--drop`` select, say what was read.
 
     The id column (``--id``; by default a header column named like an id, see
     :func:`~skebflow.cli._io.is_id_name`) is kept apart as row labels, unless
-    ``--columns`` names it as a feature.
+    ``--columns`` names it as a feature or it is one of ``features`` (the model's).
     """
     header, drop, chosen = args.header, args.drop, args.columns
     id_column = args.id
     if id_column == "auto" and chosen and any(is_id_name(name) for name in chosen):
         id_column = None  # --columns id: the user says it is a feature
     try:
-        table = read_data(path, header, sep=args.sep, decimal=args.decimal, id_column=id_column)
+        table = read_data(
+            path,
+            header,
+            sep=args.sep,
+            decimal=args.decimal,
+            id_column=id_column,
+            features=features,
+        )
     except WrongKindError as error:
         raise WrongKindError(f"{error}; usage: {PROG} {usage}") from error
     described = table.describe("standard input" if path == "-" else path)
@@ -68,19 +76,30 @@ def _read(args: argparse.Namespace, path: str, usage: str) -> Table:
 
 
 def _column_indices(table: Table, names: list[str], option: str, path: str) -> list[int]:
-    """Resolve the names (or, without a header, 1-based numbers) of ``--drop``/``--columns``."""
+    """Resolve the names (or, without a header, 1-based numbers) of ``--drop``/``--columns``.
+
+    Numbers count the file's columns, the id column included (it is not selectable).
+    """
+    if len(set(names)) != len(names):
+        raise UsageError(f"{option} names a column twice")
     if table.columns is not None:
+        if table.id_name in names:
+            raise UsageError(
+                f"{option} {table.id_name}: the id column (--id none makes it a feature)"
+            )
         unknown = [name for name in names if name not in table.columns]
         if unknown:
             raise UsageError(f"{option} {', '.join(unknown)}: no such column in {path}")
         return [table.columns.index(name) for name in names]
-    width = table.X.shape[1]
+    width = table.X.shape[1] + (table.ids is not None)
+    skipped = table.id_position
     numbers = [name for name in names if name.isdigit() and 1 <= int(name) <= width]
-    if len(numbers) != len(names):
+    if len(numbers) != len(names) or (skipped is not None and str(skipped + 1) in names):
+        where = "" if skipped is None else f", not the id column {skipped + 1}"
         raise UsageError(
-            f"{option} takes column numbers 1 to {width} for {path}, which has no header"
+            f"{option} takes column numbers 1 to {width}{where} for {path}, which has no header"
         )
-    return [int(name) - 1 for name in names]
+    return [int(name) - 1 - (skipped is not None and int(name) - 1 > skipped) for name in names]
 
 
 def _named_columns(table: Table, path: str) -> list[str] | None:
@@ -207,7 +226,9 @@ def score(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output, args.model, args.data)
     model = _model(args.model, "score MODEL DATA", args.trust_pickle)
-    table = _read(args, args.data, "score MODEL DATA")
+    names = getattr(model, "feature_names_in_", None)
+    features = () if names is None else [str(name) for name in names]
+    table = _read(args, args.data, "score MODEL DATA", features)
     X = _model_columns(model, table, args.data)
     with warnings.catch_warnings():  # the names were matched above, by name or position
         warnings.filterwarnings("ignore", message="X does not have valid feature names")

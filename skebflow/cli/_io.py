@@ -16,7 +16,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +67,20 @@ class Table:
         The data, float64.
     columns : list of str or None
         The names in the header row, ``None`` without one.
+    ids : list of str or None
+        The row labels of the id column, as written in the file; ``None`` without one.
+    id_name : str or None
+        The id column's header name (``column N`` without a header).
+    id_position : int or None
+        Where the id column was in the file (0-based), so that column numbers given
+        for a file without a header count the file's columns.
     """
 
     X: np.ndarray
     columns: list[str] | None = None
     ids: list[str] | None = None
     id_name: str | None = None
+    id_position: int | None = None
 
     def describe(self, path: str) -> str:
         """Return a one-line summary, e.g. ``read a.csv: 200 rows x 2 columns``."""
@@ -84,7 +92,7 @@ class Table:
     def select(self, keep: list[int]) -> Table:
         """Return the table with only the columns ``keep`` (indices), ids unchanged."""
         columns = None if self.columns is None else [self.columns[j] for j in keep]
-        return Table(self.X[:, keep], columns, self.ids, self.id_name)
+        return Table(self.X[:, keep], columns, self.ids, self.id_name, self.id_position)
 
 
 #: Header names (compared in lower case) that mark an id column: a row label, not a
@@ -115,18 +123,28 @@ def is_id_name(name: str) -> bool:
     return word in ID_NAMES or word.endswith("_id")
 
 
-def _id_index(columns: list[str] | None, id_column: str | None, path: str) -> int | None:
+def _id_index(
+    columns: list[str] | None, id_column: str | None, path: str, features: Sequence[str] = ()
+) -> int | None:
     """Find the id column: by name or 1-based number, ``"auto"`` by its header name.
 
-    ``None`` and ``"none"`` mean no id column; ``"auto"`` takes the one header column whose
-    name marks an id (:func:`is_id_name`), and none when there is no such column or
-    several.
+    ``None`` and ``"none"`` mean no id column; ``"auto"`` takes the header column whose
+    name marks an id (:func:`is_id_name`) unless it is one of ``features`` (a model's
+    columns), and is a :class:`UsageError` when several columns do.
     """
     if id_column is None or id_column.lower() == "none":
         return None
     if id_column == "auto":
-        found = [j for j, name in enumerate(columns or []) if is_id_name(name)]
-        return found[0] if len(found) == 1 else None
+        found = [
+            j for j, name in enumerate(columns or []) if is_id_name(name) and name not in features
+        ]
+        if len(found) > 1:
+            names = [columns[j] for j in found]
+            raise UsageError(
+                f"{path}: columns {names} all look like row ids; name the id column with "
+                "--id NAME and --drop the others (or --id none: all are features)"
+            )
+        return found[0] if found else None
     if columns is not None and id_column in columns:
         return columns.index(id_column)
     if id_column.isdigit() and columns is None:
@@ -241,7 +259,9 @@ def _locate_problem(
     return None
 
 
-def _read_csv(path: str, header: bool | None, id_column: str | None = None) -> Table:
+def _read_csv(
+    path: str, header: bool | None, id_column: str | None = None, features: Sequence[str] = ()
+) -> Table:
     """Read a CSV file of numbers, its header line detected unless ``header`` is given.
 
     The id column (``id_column``, see :func:`_id_index`) is read as text and kept apart.
@@ -258,7 +278,7 @@ def _read_csv(path: str, header: bool | None, id_column: str | None = None) -> T
     if header is None:
         header = not all(_is_number(field) for field in fields)
     skip = number if header else 0
-    text = _id_index(fields if header else None, id_column, path)
+    text = _id_index(fields if header else None, id_column, path, features)
     if text is not None and not 0 <= text < len(fields):
         raise UsageError(f"--id {id_column}: {path} has {len(fields)} columns")
     numbers = None if text is None else [j for j in range(len(fields)) if j != text]
@@ -275,6 +295,10 @@ def _read_csv(path: str, header: bool | None, id_column: str | None = None) -> T
     except ValueError as error:
         message = _locate_problem(path, skip, encoding, forced=header is False, text_column=text)
         raise DataError(message or f"{path}: {first_line(error)}") from error
+    if ids is not None and id_column == "auto" and not any(str(v).strip() for v in ids):
+        # A blank-named column with nothing in it (a trailing comma) is no id column.
+        message = _locate_problem(path, skip, encoding, forced=header is False)
+        raise DataError(message or f"{path}: column {text + 1} is empty")
     if X.size == 0:
         raise DataError(f"{path} holds a header row but no data rows")
     if not np.isfinite(X).all():
@@ -283,7 +307,7 @@ def _read_csv(path: str, header: bool | None, id_column: str | None = None) -> T
     if ids is None:
         return Table(X, columns)
     name = fields[text] if header else f"column {text + 1}"
-    return Table(X, columns, [str(value).strip() for value in ids], name)
+    return Table(X, columns, [str(value).strip() for value in ids], name, text)
 
 
 def _order_hint(kind: str) -> str:
@@ -330,7 +354,7 @@ def _split_ids(table: Table, text: int | None, id_column: str | None, path: str)
     values = table.X[:, text]
     ids = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in values]
     name = f"column {text + 1}" if table.columns is None else table.columns[text]
-    return Table(table.select(keep).X, table.select(keep).columns, ids, name)
+    return Table(table.select(keep).X, table.select(keep).columns, ids, name, text)
 
 
 def _check_finite(path: str, X: np.ndarray, lines: list[int] | None = None) -> None:
@@ -353,6 +377,7 @@ def read_data(
     sep: str | None = None,
     decimal: str = ".",
     id_column: str | None = None,
+    features: Sequence[str] = (),
 ) -> Table:
     """Read a CSV, TSV, parquet or ``.npy`` data file.
 
@@ -374,7 +399,10 @@ def read_data(
         A column of row labels, kept apart as text (:attr:`Table.ids`), not a feature:
         its header name, or its 1-based number in a file without a header; ``"auto"``
         takes the header column named like an id (:func:`is_id_name`) when there is
-        exactly one; ``None`` or ``"none"``: no id column.
+        exactly one (several are a usage error); ``None`` or ``"none"``: no id column.
+    features : sequence of str, default=()
+        Names that are features whatever they look like (a model's columns): never
+        taken as the id column by ``"auto"``.
 
     Returns
     -------
@@ -385,16 +413,18 @@ def read_data(
     if path == "-" or not Path(path).is_file():
         # Standard input, a pipe or a device: read once into a temporary file (the
         # readers below open a file several times, and a pipe can be read only once).
-        return _read_stream(path, header, sep=sep, decimal=decimal, id_column=id_column)
+        return _read_stream(
+            path, header, sep=sep, decimal=decimal, id_column=id_column, features=features
+        )
     if path.endswith(".tsv") and sep is None:
         sep = "\t"
     try:
         if path.endswith(".npy"):
             table = _read_npy(path, id_column)
         elif path.endswith(".parquet") or (sep not in (None, ",")) or decimal != ".":
-            table = _read_with_pandas(path, header, sep or ",", decimal, id_column)
+            table = _read_with_pandas(path, header, sep or ",", decimal, id_column, features)
         else:
-            table = _read_csv(path, header, id_column)
+            table = _read_csv(path, header, id_column, features)
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror or first_line(error)}") from error
     _check_finite(path, table.X)
@@ -402,7 +432,12 @@ def read_data(
 
 
 def _read_with_pandas(
-    path: str, header: bool | None, sep: str, decimal: str, id_column: str | None = None
+    path: str,
+    header: bool | None,
+    sep: str,
+    decimal: str,
+    id_column: str | None = None,
+    features: Sequence[str] = (),
 ) -> Table:
     """Read parquet, or text with another separator or decimal mark, with pandas."""
     try:
@@ -415,6 +450,8 @@ def _read_with_pandas(
     try:
         if path.endswith(".parquet"):
             frame = pd.read_parquet(path)
+            if any(name is not None for name in frame.index.names):
+                frame = frame.reset_index()  # a named index (patient_id) is a column
         else:
             first = pd.read_csv(path, sep=sep, decimal=decimal, header=None, nrows=1)
             if header is None:
@@ -428,17 +465,22 @@ def _read_with_pandas(
         raise DataError(f"{path} holds no data")
     named = path.endswith(".parquet") or bool(header)
     columns = [str(c) for c in frame.columns] if named else None
-    index = _id_index(columns, id_column, path)
+    index = _id_index(columns, id_column, path, features)
     if index is not None:
         if not 0 <= index < frame.shape[1]:
             raise UsageError(f"--id {id_column}: {path} has {frame.shape[1]} columns")
         if frame.shape[1] == 1:
             raise UsageError(f"{path} holds only its id column, no feature")
         ids = [str(value) for value in frame.iloc[:, index]]
+        if not path.endswith(".parquet"):  # the ids as written (000 stays 000)
+            text = pd.read_csv(
+                path, sep=sep, header=0 if header else None, usecols=[index], dtype=str
+            )
+            ids = [str(value) for value in text.iloc[:, 0]]
         name = columns[index] if columns is not None else f"column {index + 1}"
         frame = frame.drop(columns=frame.columns[index])
         rest = _read_frame(frame, path, named)
-        return Table(rest.X, rest.columns, ids, name)
+        return Table(rest.X, rest.columns, ids, name, index)
     return _read_frame(frame, path, named)
 
 
@@ -526,7 +568,7 @@ def _write_with_ids(
     """Write CSV rows ``id,value,...`` under a header (standard output for ``-``)."""
     header = [id_name, *(columns or [f"x{j}" for j in range(array.shape[1])])]
     rows = (
-        [label, *(format(float(value), ".17g") for value in row)]
+        [label, *(repr(float(value)) for value in row)]
         for label, row in zip(ids, array, strict=True)
     )
     if path == "-":

@@ -45,7 +45,6 @@ __all__ = [
     "SINGLE_THREAD_MAX_FEATURES",
     "SQUEEZED_ARCHITECTURES",
     "TRAINING_COPIES",
-    "TREND_T_THRESHOLD",
     "TREND_WINDOW_FACTOR",
     "WHITENED_ARCHITECTURES",
     "WHITENING_MIN_VARIANCE",
@@ -135,30 +134,28 @@ SINGLE_THREAD_MAX_FEATURES = 256
 AUTO_BATCH_STEPS = 20
 AUTO_BATCH_MIN = 32
 AUTO_BATCH_MAX = 512
-#: An epoch of ``fit`` trains on at most this many rows (a random subset of the training
-#: rows when there are more, drawn anew every epoch): 20 steps of the largest automatic
-#: batch. Early stopping, the plateau schedule and ``max_iter`` then count in the same
-#: units of work at any size, so a fit's cost stops growing with the number of rows
-#: once it has more (``docs/defaults.md``, "Cost at large n").
+#: An epoch of ``fit`` trains on at most this many rows, or ``AUTO_BATCH_STEPS`` batches
+#: when the batch is larger (a random subset of the training rows when there are more,
+#: drawn anew every epoch): 20 steps of the largest automatic batch. Early stopping, the
+#: plateau schedule and ``max_iter`` then count the same work at any size
+#: (``docs/defaults.md``, "Cost at large n").
 MAX_EPOCH_ROWS = AUTO_BATCH_STEPS * AUTO_BATCH_MAX
 #: Early stopping holds out ``validation_fraction`` of the rows, at most this many (the
-#: rest train): scoring 100,000 held-out rows every epoch would cost ten epochs.
+#: rest train), so that scoring them does not outgrow an epoch of training.
 MAX_VALIDATION_ROWS = 10_000
 #: ``ema_decay="auto"``: the average spans about one epoch of steps, at least
 #: ``AUTO_EMA_MIN_STEPS``, at most ``1 / (1 - AUTO_EMA_MAX_DECAY)``.
 AUTO_EMA_MIN_STEPS = 10
 AUTO_EMA_MAX_DECAY = 0.999
 #: ``lr_schedule="plateau"`` halves the learning rate after this fraction of
-#: ``n_iter_no_change`` epochs without improvement (12 of 20 epochs; a quarter, with a
-#: patience of 12, left a 3-D Swiss roll stuck at -3.69 nats where the rate kept up
-#: reaches -3.00: ``docs/defaults.md``, "When training stops").
+#: ``n_iter_no_change`` epochs without improvement (12 of 20 epochs; a faster decay froze
+#: fits on a plateau: ``docs/defaults.md``, "When training stops").
 PLATEAU_PATIENCE_FRACTION = 0.6
 #: Early stopping waits while the validation scores of the last
-#: ``TREND_WINDOW_FACTOR * n_iter_no_change`` epochs still rise by more than
-#: ``TREND_T_THRESHOLD`` standard errors of their slope
-#: (:func:`skebflow.training._stopping.rising_trend`).
+#: ``TREND_WINDOW_FACTOR * n_iter_no_change`` epochs still rise (a Mann–Kendall trend
+#: test at ``TrainConfig.trend_threshold``, with a rise of more than ``tol`` per
+#: ``n_iter_no_change`` epochs: :func:`skebflow.training._stopping.rising_trend`).
 TREND_WINDOW_FACTOR = 2
-TREND_T_THRESHOLD = 2.0
 #: The architectures on which ``whiten="auto"`` trains the score-matching objectives in
 #: whitened coordinates (:class:`~skebflow.nn.Whitening` in front of the flow). Score
 #: matching is not invariant to linear maps of the data: on correlated tables it trains

@@ -222,16 +222,17 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         log-likelihood, or the training loss without early stopping).
     max_iter : int, default=200
         Maximum number of epochs. An epoch is a pass over the training rows, or, with
-        more than 10,240 of them, a random 10,240 (drawn anew each epoch), so that the
-        cost of a fit stops growing with the number of rows (``partial_fit`` always
-        passes over its whole chunk).
+        more than 10,240 of them (20 batches, for batches above 512), a random 10,240
+        drawn anew each epoch, so that an epoch's cost stops growing with the number of
+        rows (``partial_fit`` always passes over its whole chunk).
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the data, monitor its exact log-likelihood
         every epoch, stop after ``n_iter_no_change`` epochs without improvement once the
-        scores of the last ``2 * n_iter_no_change`` epochs no longer rise (the slope of
-        a line through them is below two standard errors), and keep the best epoch's
-        weights. Needs at least 2 validation samples; with fewer the
-        training loss is monitored instead, with a warning.
+        scores of the last ``2 * n_iter_no_change`` epochs no longer rise (a Mann–Kendall
+        trend test at z = 2, counting only a rise of more than ``tol`` per
+        ``n_iter_no_change`` epochs), and keep the best epoch's weights. Needs at least
+        2 validation samples; with fewer the training loss is monitored instead, with a
+        warning.
     validation_fraction : float, default=0.1
         Fraction held out for early stopping, at most 10,000 rows (the rest train).
     n_iter_no_change : int, default=20

@@ -117,10 +117,14 @@ class FitSettings:
     def train_config(self, n_train: int, *, whole_passes: bool = False) -> TrainConfig:
         """Return the trainer's configuration for ``n_train`` training rows.
 
-        An epoch trains on at most :data:`~._defaults.MAX_EPOCH_ROWS` rows, unless
-        ``whole_passes`` (``partial_fit``: one pass over each chunk).
+        An epoch trains on at most :data:`~._defaults.MAX_EPOCH_ROWS` rows (or 20 batches
+        of a larger batch size), unless ``whole_passes`` (``partial_fit``: one pass over
+        each chunk).
         """
-        epoch_rows = None if whole_passes else auto.MAX_EPOCH_ROWS
+        epoch_rows = None
+        if not whole_passes:
+            batch_size, _ = self.batch_and_ema(n_train)
+            epoch_rows = max(auto.MAX_EPOCH_ROWS, auto.AUTO_BATCH_STEPS * batch_size)
         batch_size, ema_decay = self.batch_and_ema(n_train, epoch_rows)
         return TrainConfig(
             learning_rate=self.learning_rate_for(batch_size),
@@ -132,7 +136,6 @@ class FitSettings:
             max_grad_norm=self.max_grad_norm,
             lr_patience=self.lr_patience,
             trend_window=auto.trend_window(self.n_iter_no_change),
-            trend_threshold=auto.TREND_T_THRESHOLD,
             max_epoch_rows=epoch_rows,
             verbose=int(self.verbose),
         )

@@ -63,7 +63,8 @@ class TrainConfig:
         rise that the noise hides from the best value goes on. 0 turns the test off
         (stop after ``n_iter_no_change`` epochs without improvement).
     trend_threshold : float
-        The z score of the trend test above which the values count as rising.
+        The z score of the trend test above which the values count as rising (only a
+        rise of more than ``tol`` per ``n_iter_no_change`` epochs counts).
     max_epoch_rows : int or None
         An epoch trains on at most this many rows, a random subset drawn anew every
         epoch when the data have more; ``None``: every epoch is a whole pass.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["rising_trend", "trend_z_statistic"]
+__all__ = ["rising_trend", "sen_slope", "trend_z_statistic"]
 
 
 def trend_z_statistic(values: Sequence[float]) -> float:
@@ -68,8 +68,42 @@ def trend_z_statistic(values: Sequence[float]) -> float:
     return (s - math.copysign(1, s)) / math.sqrt(variance)
 
 
-def rising_trend(values: Sequence[float], window: int, threshold: float) -> bool:
-    """Whether the last ``window`` values still rise significantly.
+def sen_slope(values: Sequence[float]) -> float:
+    """Return the Theil–Sen slope of ``values`` against their index.
+
+    The median of the slopes between every pair of values: a robust rise per epoch (one
+    spike barely moves it).
+
+    Parameters
+    ----------
+    values : sequence of float
+        Scores in epoch order.
+
+    Returns
+    -------
+    float
+        The median pairwise slope; 0 for fewer than two values.
+
+    Examples
+    --------
+    >>> sen_slope([0.0, 0.1, 5.0, 0.3, 0.4])
+    0.1
+    """
+    slopes = sorted(
+        (values[j] - values[i]) / (j - i)
+        for i in range(len(values) - 1)
+        for j in range(i + 1, len(values))
+    )
+    if not slopes:
+        return 0.0
+    middle = len(slopes) // 2
+    return slopes[middle] if len(slopes) % 2 else 0.5 * (slopes[middle - 1] + slopes[middle])
+
+
+def rising_trend(
+    values: Sequence[float], window: int, threshold: float, *, min_slope: float = 0.0
+) -> bool:
+    """Whether the last ``window`` values still rise significantly, and by enough.
 
     Parameters
     ----------
@@ -81,20 +115,27 @@ def rising_trend(values: Sequence[float], window: int, threshold: float) -> bool
     threshold : float
         The z score (:func:`trend_z_statistic`) above which the rise counts (2: a
         one-sided test at about the 2 % level).
+    min_slope : float, default=0.0
+        The rise per epoch (:func:`sen_slope`) it must also exceed: a trend too slow to
+        matter (the trainer passes ``tol / n_iter_no_change``) does not keep training.
 
     Returns
     -------
     bool
-        True when the trend's z score over the window exceeds ``threshold``.
+        True when the trend's z score over the window exceeds ``threshold`` and its
+        slope exceeds ``min_slope``.
 
     Examples
     --------
     >>> slow = [0.01 * i + 0.05 * (-1) ** i for i in range(40)]
     >>> rising_trend(slow, window=36, threshold=2.0)
     True
+    >>> rising_trend(slow, window=36, threshold=2.0, min_slope=0.02)  # too slow
+    False
     >>> rising_trend([0.05 * (-1) ** i for i in range(40)], window=36, threshold=2.0)
     False
     """
     if window < 3 or len(values) < window:
         return False
-    return trend_z_statistic(values[-window:]) > threshold
+    recent = values[-window:]
+    return trend_z_statistic(recent) > threshold and sen_slope(recent) > min_slope

@@ -295,6 +295,7 @@ class Trainer:
                     else [-loss for loss in result.loss_curve],
                     config.trend_window,
                     config.trend_threshold,
+                    min_slope=config.tol / config.n_iter_no_change,
                 ):
                     result.converged = True
                     break
@@ -375,14 +376,14 @@ def summary(result: TrainResult, config: TrainConfig, seconds: float, best: floa
     >>> result = TrainResult(flow=build_fc(2), n_iter=30, converged=True, best_epoch=18)
     >>> config = TrainConfig(max_iter=200, n_iter_no_change=12, trend_window=24)
     >>> print(summary(result, config, 4.2, -1.25))
-    trained 30 of max_iter=200 epochs in 4.2 s; stopped: no improvement for 12 epochs and no rising trend over 24; best epoch 18 (validation log-likelihood -1.25)
+    trained 30 of max_iter=200 epochs in 4.2 s; stopped: no improvement for 12 epochs and no rising trend over the last 24; best epoch 18 (validation log-likelihood -1.25)
     """  # noqa: E501
     if result.interrupted:
         why = "interrupted"
     elif result.converged:
         why = f"no improvement for {config.n_iter_no_change} epochs"
-        if config.trend_window:
-            why += f" and no rising trend over {config.trend_window}"
+        if config.trend_window and result.n_iter >= config.trend_window:
+            why += f" and no rising trend over the last {config.trend_window}"
     else:
         why = "reached max_iter (not converged)"
     line = f"trained {result.n_iter} of max_iter={config.max_iter} epochs in {seconds:.1f} s"

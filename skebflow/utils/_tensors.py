@@ -73,7 +73,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def seed_from_random_state(random_state: object) -> int:
-    """Draw a 63-bit seed from a scikit-learn style ``random_state``.
+    """Return a 64-bit seed for a scikit-learn style ``random_state``.
 
     Parameters
     ----------

@@ -287,3 +287,65 @@ def test_id_columns_are_row_labels_written_beside_the_scores(tmp_path, capsys):
         assert_one_line_error(capsys.readouterr().err, message)
     assert main(["score", model, str(tmp_path / "plain.csv"), "--columns", "4"]) == 2
     assert_one_line_error(capsys.readouterr().err, "column numbers 1 to 3")
+
+
+def test_id_column_edge_cases_found_in_review(tmp_path, capsys):
+    """Two id-like names are a usage error; a model's own feature is never taken as the
+    id; numbers without a header count the file's columns; ids read by pandas stay text;
+    a blank trailing column is an empty column, not an id."""
+    import pandas as pd
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    rows = [f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(X.tolist())]
+    (tmp_path / "store.csv").write_text("store_id,x,y\n" + "".join(rows))
+    model = str(tmp_path / "model.skebflow")
+    assert main(["fit", str(tmp_path / "store.csv"), model, "--id", "none", *FIT]) == 0
+    assert list(load(model).feature_names_in_) == ["store_id", "x", "y"]
+    capsys.readouterr()
+    assert main(["score", model, str(tmp_path / "store.csv")]) == 0  # store_id: a feature
+    assert len(capsys.readouterr().out.split()) == 200
+    (tmp_path / "two.csv").write_text(
+        ",patient_id,x,y\n" + "".join(f"{i},P{i},1,2\n" for i in range(3))
+    )
+    assert main(["score", model, str(tmp_path / "two.csv")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "all look like row ids", "--id NAME")
+    # no header: --id 1 --columns 3 4 are the file's columns 3 and 4
+    plain = "".join(f"9{i},0,{a!r},{b!r}\n" for i, (a, b) in enumerate(X[:3].tolist()))
+    (tmp_path / "plain.csv").write_text(plain)
+    xy = str(tmp_path / "xy.skebflow")
+    assert (
+        main(["fit", str(tmp_path / "plain.csv"), xy, "--id", "1", "--columns", "3", "4", *FIT])
+        == 0
+    )
+    assert load(xy).n_features_in_ == 2
+    expected = load(xy).score_samples(X[:3])
+    capsys.readouterr()
+    assert main(["score", xy, str(tmp_path / "plain.csv"), "--id", "1", "--drop", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in out[1:]] == ["90", "91", "92"]
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in out[1:]], expected)
+    assert main(["score", xy, str(tmp_path / "plain.csv"), "--id", "1", "--drop", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "not the id column 1")
+    # pandas: ids as written; a parquet file's named index is its id column
+    tsv = "".join(f"00{i}\t{a!r}\t{b!r}\n" for i, (a, b) in enumerate(X[:3].tolist()))
+    (tmp_path / "rows.tsv").write_text("id\tx\ty\n" + tsv)
+    (tmp_path / "xy.csv").write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in X.tolist()))
+    named = str(tmp_path / "named.skebflow")
+    assert main(["fit", str(tmp_path / "xy.csv"), named, *FIT]) == 0
+    capsys.readouterr()
+    assert main(["score", named, str(tmp_path / "rows.tsv")]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "000",
+        "001",
+        "002",
+    ]
+    frame = pd.DataFrame(
+        X[:3], columns=["x", "y"], index=pd.Index(["a", "b", "c"], name="patient_id")
+    )
+    frame.to_parquet(tmp_path / "rows.parquet")
+    assert main(["score", named, str(tmp_path / "rows.parquet")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "patient_id,log_density"
+    # a trailing comma: an empty column, as before
+    (tmp_path / "trailing.csv").write_text("x,y,\n1,2,\n3,4,\n")
+    assert main(["score", named, str(tmp_path / "trailing.csv")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "is empty")

@@ -178,3 +178,13 @@ def test_the_fitted_learning_rate_is_the_one_training_used():
     est = fit_quietly(tiny(objective="dsm"), X)
     assert est.batch_size_ == 32
     assert est.learning_rate_ == pytest.approx(3e-3 * (32 / 512) ** 0.5)
+
+
+def test_an_epoch_holds_twenty_batches_of_a_batch_larger_than_the_row_bound():
+    """A batch of 16,384 rows was cut to one step of 10,240 rows (the bound came before
+    the batching); a batch of 4,096 gave 2.5 steps per epoch."""
+    from skebflow.estimators import _defaults as auto
+
+    for batch_size, rows in ((512, auto.MAX_EPOCH_ROWS), (4096, 20 * 4096), (16384, 20 * 16384)):
+        settings = resolve_settings(EBFlowDensity(batch_size=batch_size).get_params(), 2)
+        assert settings.train_config(10**6).max_epoch_rows == rows

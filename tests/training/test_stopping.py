@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from skebflow.nn._architectures import build_fc
-from skebflow.training._stopping import rising_trend, trend_z_statistic
+from skebflow.training._stopping import rising_trend, sen_slope, trend_z_statistic
 from skebflow.training._trainer import TrainConfig, Trainer
 
 
@@ -42,11 +42,17 @@ def test_one_spike_does_not_decide_the_trend():
     assert fit.slope / fit.stderr < 2  # what a t test on the slope would have concluded
 
 
-def _stop_epoch(scores: list[float], *, patience: int, window: int) -> int:
+def _stop_epoch(
+    scores: list[float], *, patience: int, window: int, tol: float = TrainConfig.tol
+) -> int:
     """Run a tiny trainer whose validation score follows ``scores``; return its epochs."""
     flow = build_fc(2).double()
     config = TrainConfig(
-        max_iter=len(scores), n_iter_no_change=patience, trend_window=window, batch_size=8
+        max_iter=len(scores),
+        n_iter_no_change=patience,
+        trend_window=window,
+        batch_size=8,
+        tol=tol,
     )
     trainer = Trainer(
         flow, lambda f, y, g: (f.energy(y)).mean(), config, generator=torch.Generator()
@@ -98,3 +104,23 @@ def test_an_epoch_of_large_data_is_a_bounded_random_subset_of_rows():
                     generator=torch.Generator())  # fmt: skip
     whole.epoch(data)
     assert whole.n_steps == 16  # ceil(500 / 32)
+
+
+def test_a_rise_smaller_than_tol_does_not_keep_training():
+    """Mann-Kendall counts orders, not sizes: a rise of 1e-6 per epoch (1.6e-4 in 160
+    epochs, below one tol of 1e-3) kept a fit running to max_iter. A trend counts only
+    when its Theil-Sen slope exceeds tol per n_iter_no_change epochs."""
+    creep = [0.01 * i for i in range(40)] + [0.4 + 1e-6 * j for j in range(1, 161)]
+    flat = [0.01 * i for i in range(40)] + [0.4] * 160
+    assert _stop_epoch(creep, patience=20, window=40, tol=1e-3) == _stop_epoch(
+        flat, patience=20, window=40, tol=1e-3
+    )
+    assert _stop_epoch(creep, patience=20, window=40, tol=1e-3) < 100
+
+
+def test_sen_slope_is_the_median_pairwise_slope():
+    assert sen_slope([0.0, 0.1, 5.0, 0.3, 0.4]) == pytest.approx(0.1)
+    assert sen_slope([2.0]) == 0.0
+    values = np.random.default_rng(1).normal(size=25)
+    expected = stats.theilslopes(values).slope
+    assert sen_slope(values.tolist()) == pytest.approx(expected, rel=1e-12)
