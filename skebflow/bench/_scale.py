@@ -158,13 +158,14 @@ def plot_scale(rows: list[dict], path: Path) -> Path | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    styles = {"EBFlow": "-o", "GaussianMixture": "--s"}
-    for n_features in dict.fromkeys(row["n_features"] for row in rows):
+    styles = {"EBFlow": "-o", "GaussianMixture": "--s"}  # one colour per dimension
+    for index, n_features in enumerate(dict.fromkeys(row["n_features"] for row in rows)):
         for method in METHODS:
             mine = [r for r in rows if r["n_features"] == n_features and r["method"] == method]
             sizes = sorted({r["n_train"] for r in mine})
             seconds = [np.mean([r["seconds"] for r in mine if r["n_train"] == n]) for n in sizes]
-            ax.plot(sizes, seconds, styles[method], label=f"{method}, D = {n_features}")
+            label = f"{method}, D = {n_features}"
+            ax.plot(sizes, seconds, styles[method], color=f"C{index}", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training rows")
