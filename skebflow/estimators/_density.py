@@ -218,8 +218,9 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         samples, 64 for 1,300, 32 for 100.
     lr_schedule : {"plateau", "constant"}, default="plateau"
         ``"plateau"`` halves the learning rate after 0.6 times ``n_iter_no_change``
-        epochs without an improvement of the monitored score (the validation
-        log-likelihood, or the training loss without early stopping).
+        epochs (a quarter for the score-matching objectives) without an improvement of
+        the monitored score (the validation log-likelihood, or the training loss
+        without early stopping).
     max_iter : int, default=200
         Maximum number of epochs. An epoch is a pass over the training rows, or, with
         more than 10,240 of them (20 batches, for batches above 512), a random 10,240

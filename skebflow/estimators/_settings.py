@@ -215,7 +215,7 @@ def resolve_settings(params: Mapping[str, object], n_features: int) -> FitSettin
     learning_rate = params["learning_rate"]
     lr_patience = None
     if params["lr_schedule"] == "plateau":
-        lr_patience = auto.plateau_patience(params["n_iter_no_change"])
+        lr_patience = auto.plateau_patience(params["n_iter_no_change"], objective)
     single = device.type == "cpu" and n_features < auto.SINGLE_THREAD_MAX_FEATURES
     return FitSettings(
         n_features=n_features,
