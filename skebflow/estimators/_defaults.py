@@ -55,6 +55,7 @@ __all__ = [
     "auto_learning_rate",
     "auto_objective",
     "auto_whiten",
+    "epoch_rows",
     "logit_squeeze",
     "plateau_patience",
     "trend_window",
@@ -331,6 +332,17 @@ def plateau_patience(n_iter_no_change: int, objective: str = "ml") -> int:
     """
     fraction = PLATEAU_PATIENCE_FRACTION if objective == "ml" else SCORE_PLATEAU_PATIENCE_FRACTION
     return max(1, round(fraction * n_iter_no_change))
+
+
+def epoch_rows(batch_size: int) -> int:
+    """Rows an epoch of ``fit`` trains on at most: :data:`MAX_EPOCH_ROWS`, or 20 batches.
+
+    Examples
+    --------
+    >>> epoch_rows(512), epoch_rows(4096)
+    (10240, 81920)
+    """
+    return max(MAX_EPOCH_ROWS, AUTO_BATCH_STEPS * batch_size)
 
 
 def trend_window(n_iter_no_change: int) -> int:

@@ -92,11 +92,12 @@ class FitSettings:
         )
 
     def batch_and_ema(
-        self, n_train: int, epoch_rows: int | None = None
+        self, n_train: int, *, bounded_epochs: bool = False
     ) -> tuple[int, float | None]:
         """Return the batch size and EMA decay for ``n_train`` training rows.
 
-        The automatic EMA spans about one epoch: of ``min(n_train, epoch_rows)`` rows.
+        The automatic EMA spans about one epoch: a whole pass, or with
+        ``bounded_epochs`` the rows of :func:`~._defaults.epoch_rows`.
         """
         batch_size = self.batch_size
         if batch_size == "auto":
@@ -104,7 +105,7 @@ class FitSettings:
         batch_size = min(int(batch_size), n_train)
         ema_decay = self.ema_decay
         if ema_decay == "auto":
-            rows = n_train if epoch_rows is None else min(n_train, epoch_rows)
+            rows = min(n_train, auto.epoch_rows(batch_size)) if bounded_epochs else n_train
             ema_decay = auto.auto_ema_decay(rows, batch_size)
         return batch_size, ema_decay or None
 
@@ -121,11 +122,8 @@ class FitSettings:
         of a larger batch size), unless ``whole_passes`` (``partial_fit``: one pass over
         each chunk).
         """
-        epoch_rows = None
-        if not whole_passes:
-            batch_size, _ = self.batch_and_ema(n_train)
-            epoch_rows = max(auto.MAX_EPOCH_ROWS, auto.AUTO_BATCH_STEPS * batch_size)
-        batch_size, ema_decay = self.batch_and_ema(n_train, epoch_rows)
+        batch_size, ema_decay = self.batch_and_ema(n_train, bounded_epochs=not whole_passes)
+        epoch_rows = None if whole_passes else auto.epoch_rows(batch_size)
         return TrainConfig(
             learning_rate=self.learning_rate_for(batch_size),
             batch_size=batch_size,
