@@ -5,7 +5,7 @@ of new points like the training data should be flagged. This benchmark fits each
 detector on inliers only and counts how many fresh inliers, drawn from the same
 distribution and never trained on, it flags, for several contaminations:
 ``EBFlowOutlierDetector`` with its held-out threshold (the default) and with
-``calibration="training"`` (scikit-learn's rule of the training scores), beside
+``novelty=False`` (scikit-learn's rule of the training scores), beside
 ``IsolationForest`` and ``LocalOutlierFactor(novelty=True)``. Nothing is downloaded:
 scikit-learn's bundled tables (split at random per seed) and generated data.
 
@@ -72,9 +72,7 @@ def _detector(method: str, contamination: float, seed: int, quick: bool) -> obje
     if method == "EBFlow (held-out)":
         return EBFlowOutlierDetector(estimator=flow, contamination=contamination)
     if method == "EBFlow (training)":
-        return EBFlowOutlierDetector(
-            estimator=flow, contamination=contamination, calibration="training"
-        )
+        return EBFlowOutlierDetector(estimator=flow, contamination=contamination, novelty=False)
     if method == "IsolationForest":
         return IsolationForest(contamination=contamination, random_state=seed)
     return LocalOutlierFactor(novelty=True, contamination=contamination)

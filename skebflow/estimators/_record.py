@@ -313,12 +313,30 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
+#: Parameters renamed since files were first written: class name -> {old name: (new
+#: name, {old value: new value})}. skebflow 0.1.0.dev0 wrote the detector's
+#: ``calibration="held-out"|"training"``, now ``novelty=True|False``.
+_RENAMED_PARAMS: dict[str, dict[str, tuple[str, dict]]] = {
+    "EBFlowOutlierDetector": {"calibration": ("novelty", {"held-out": True, "training": False})},
+}
+
+
 def _decode_params(cls: type, record: Mapping, where: str) -> object:
-    """Construct ``cls`` from the saved parameters (tuples restored) and validate them."""
+    """Construct ``cls`` from the saved parameters (tuples restored) and validate them.
+
+    Parameters of older files under a name since changed (:data:`_RENAMED_PARAMS`) are
+    read under their new name.
+    """
     params = dict(field(record, "params", dict, where))
     for key in field(record, "tuple_params", list, where):
         if key in params and isinstance(params[key], list):
             params[key] = tuple(params[key])
+    for old, (new, values) in _RENAMED_PARAMS.get(cls.__name__, {}).items():
+        if old in params and new not in params:
+            value = params.pop(old)
+            if not isinstance(value, str) or value not in values:
+                raise ValueError(f"{where} has parameters this skebflow rejects: {old}={value!r}.")
+            params[new] = values[value]
     known = set(cls().get_params(deep=False))
     unknown = sorted(str(key) for key in set(params) - known)
     if unknown:

@@ -2,11 +2,10 @@
 
 ``test_density.py`` and ``test_outlier.py`` run the checks on fast configurations; here
 each public estimator is checked exactly as a user gets it, nothing passed, and every
-check must pass, with one deliberate exception: the default outlier detector sets its
-threshold on held-out scores, so that ``predict`` flags about ``contamination`` of fresh
-data, and therefore flags fewer than ``contamination`` of its own training rows, which
-the two checks that count flagged training rows expect (``calibration="training"`` keeps
-scikit-learn's count and passes them, ``test_outlier.py``). The checks that fit the
+check must pass, none expected to fail. (The default outlier detector is a novelty
+detector, ``novelty=True`` as in ``LocalOutlierFactor``: its threshold is set on held-out
+scores, it has no ``fit_predict``, and scikit-learn does not count its flagged training
+rows; ``novelty=False`` passes those counts, ``test_outlier.py``.) The checks that fit the
 default flow to non-trivial data take most of the time (the detector's held-out threshold
 fits 6 flows on such small data): they are marked ``slow``; the API checks run in the
 default selection.
@@ -52,19 +51,10 @@ def _check_name(check: Callable) -> str:
     return f"{check.func.__name__}({options})" if options else check.func.__name__
 
 
-#: The checks that count the flagged training rows (see the module's docstring).
-HELD_OUT_COUNTS = frozenset({"check_outliers_fit_predict", "check_outliers_train"})
-
-
 def _default_checks() -> Iterator[object]:
     for default in (EBFlowDensity(), EBFlowOutlierDetector()):
         for estimator, check in estimator_checks_generator(default, legacy=True):
             marks = [pytest.mark.slow] if check.func.__name__ in SLOW_CHECKS else []
-            if isinstance(default, EBFlowOutlierDetector) and check.func.__name__ in (
-                HELD_OUT_COUNTS
-            ):
-                reason = "the held-out threshold flags fewer training rows than contamination"
-                marks.append(pytest.mark.xfail(reason=reason, strict=False))
             name = f"{type(estimator).__name__}()-{_check_name(check)}"
             yield pytest.param(estimator, check, marks=marks, id=name)
 

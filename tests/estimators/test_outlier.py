@@ -44,26 +44,13 @@ def fitted(planted) -> EBFlowOutlierDetector:
     return fit_quietly(detector(contamination=0.1), X, ConvergenceWarning)
 
 
-def _held_out_counts(estimator: EBFlowOutlierDetector) -> dict[str, str]:
-    """The checks that count flagged training rows, which a held-out threshold breaks."""
-    if estimator.calibration == "training":
-        return {}
-    reason = (
-        "with calibration='held-out' the threshold is a quantile of held-out scores, so "
-        "fit_predict flags fewer training rows than contamination (fresh data: about "
-        "contamination); calibration='training' keeps scikit-learn's count (checked too)"
-    )
-    return {"check_outliers_fit_predict": reason, "check_outliers_train": reason}
-
-
 @parametrize_with_checks(
     [
         detector(),
         EBFlowOutlierDetector(estimator=GaussianMixture(random_state=0)),
-        detector(calibration="training"),
-        EBFlowOutlierDetector(estimator=GaussianMixture(random_state=0), calibration="training"),
-    ],
-    expected_failed_checks=_held_out_counts,
+        detector(novelty=False),
+        EBFlowOutlierDetector(estimator=GaussianMixture(random_state=0), novelty=False),
+    ]
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -85,7 +72,7 @@ def test_decision_function_and_predict_follow_the_offset(fitted, planted):
 @pytest.mark.parametrize("contamination", [0.01, 0.05, 0.1, 0.237, 0.5, "auto"])
 def test_training_fraction_flagged_follows_the_percentile_rule(planted, contamination):
     X, _ = planted
-    det = detector(contamination=contamination, calibration="training").fit(X)
+    det = detector(contamination=contamination, novelty=False).fit(X)
     assert det.calibration_ == "training"
     c = AUTO_CONTAMINATION if contamination == "auto" else contamination
     scores = det.score_samples(X)
@@ -128,10 +115,10 @@ def test_held_out_threshold_flags_about_contamination_of_fresh_inliers():
         learning_rate=1e-2, random_state=0,
     )  # fmt: skip
     rates = {}
-    for calibration in ("held-out", "training"):
-        det = EBFlowOutlierDetector(estimator=flow, contamination=0.1, calibration=calibration)
-        rates[calibration] = np.mean(fit_quietly(det, train).predict(fresh) == -1)
-    assert 0.05 < rates["held-out"] < 0.2 and rates["training"] > 0.5
+    for novelty in (True, False):
+        det = EBFlowOutlierDetector(estimator=flow, contamination=0.1, novelty=novelty)
+        rates[novelty] = np.mean(fit_quietly(det, train).predict(fresh) == -1)
+    assert 0.05 < rates[True] < 0.2 and rates[False] > 0.5
 
 
 def test_auto_is_contamination_one_percent(planted):
@@ -167,7 +154,7 @@ def test_finds_planted_outliers_like_the_true_gaussian(planted):
 )
 def test_any_density_estimator_with_the_same_offset_rule(planted, density):
     X, _ = planted
-    det = EBFlowOutlierDetector(estimator=density, contamination=0.025, calibration="training")
+    det = EBFlowOutlierDetector(estimator=density, contamination=0.025, novelty=False)
     det.fit(X)
     assert det.estimator_ is not density and type(det.estimator_) is type(density)
     assert not hasattr(density, "n_features_in_")  # the given estimator stays unfitted
@@ -186,9 +173,18 @@ def test_default_estimator_is_ebflow_density():
     assert det.__sklearn_tags__().input_tags.allow_nan is False
 
 
-def test_fit_predict_matches_fit_then_predict(planted):
+def test_fit_predict_only_for_outlier_detection(planted):
+    """``novelty=False``: ``fit_predict`` is ``fit(X).predict(X)``; the default novelty
+    detector has none (``LocalOutlierFactor``'s rule), with a message saying why."""
     X, _ = planted
-    assert np.array_equal(detector().fit_predict(X), detector().fit(X).predict(X))
+    det = detector(novelty=False)
+    assert np.array_equal(det.fit_predict(X), detector(novelty=False).fit(X).predict(X))
+    assert not hasattr(detector(), "fit_predict")
+    with pytest.raises(AttributeError, match="has no attribute 'fit_predict'") as error:
+        detector().fit_predict(X)
+    # scikit-learn's available_if chains the reason, shown in the traceback
+    assert "novelty=True" in str(error.value.__cause__)
+    assert "novelty=False" in str(error.value.__cause__)
 
 
 def test_not_fitted():
@@ -263,7 +259,7 @@ def test_zero_training_density_below_the_contamination_keeps_a_finite_offset(pla
     X, _ = planted
     with failing_on(RuntimeWarning):  # no inf - inf on the way
         det = EBFlowOutlierDetector(
-            estimator=_ZeroOnFirst(n_zero), contamination=0.1, calibration="training"
+            estimator=_ZeroOnFirst(n_zero), contamination=0.1, novelty=False
         ).fit(X)
     scores = det.score_samples(X)
     assert np.isneginf(scores).sum() == n_zero
@@ -278,7 +274,7 @@ def test_zero_training_density_below_the_contamination_keeps_a_finite_offset(pla
 def test_zero_training_density_at_the_quantile_leaves_no_threshold(planted, n_zero, contamination):
     X, _ = planted
     det = EBFlowOutlierDetector(
-        estimator=_ZeroOnFirst(n_zero), contamination=contamination, calibration="training"
+        estimator=_ZeroOnFirst(n_zero), contamination=contamination, novelty=False
     )
     match = f"-inf \\(zero density\\) at {n_zero} of the 200 training points.*no finite threshold"
     with failing_on(RuntimeWarning), pytest.raises(ValueError, match=match):
@@ -288,7 +284,7 @@ def test_zero_training_density_at_the_quantile_leaves_no_threshold(planted, n_ze
 def test_infinite_training_density_at_the_quantile_leaves_no_threshold(planted):
     X, _ = planted
     det = EBFlowOutlierDetector(
-        estimator=_ZeroOnFirst(150, sign=1.0), contamination=0.5, calibration="training"
+        estimator=_ZeroOnFirst(150, sign=1.0), contamination=0.5, novelty=False
     )
     with pytest.raises(FloatingPointError, match="not finite"):
         det.fit(X)

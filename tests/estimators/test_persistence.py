@@ -521,6 +521,30 @@ def test_files_written_before_the_estimators_redesign_load_and_score_the_same():
         detector = load(DATA / "detector_0.1.0.dev0.skebflow")
     np.testing.assert_array_equal(density.score_samples(expected["X"]), expected["density"])
     np.testing.assert_array_equal(detector.decision_function(expected["X"]), expected["detector"])
+    assert detector.novelty is True  # saved as calibration="held-out", renamed since
+
+
+def test_the_detectors_old_calibration_parameter_is_read_as_novelty(tmp_path):
+    """``calibration="held-out"|"training"`` of older files is ``novelty=True|False``;
+    another value is refused like any parameter this skebflow rejects."""
+    with quietly(ModelVersionWarning):
+        old = load(DATA / "detector_0.1.0.dev0.skebflow")
+    path = tmp_path / "d.skebflow"
+    old.save(path)
+    for value, novelty in (("training", False), ("held-out", True)):
+
+        def to_old(payload: dict, value: str = value) -> None:
+            payload["params"].pop("novelty")
+            payload["params"]["calibration"] = value
+
+        assert load(rewrite(path, tmp_path / value, to_old)).novelty is novelty
+
+    def bad(payload: dict) -> None:
+        payload["params"].pop("novelty")
+        payload["params"]["calibration"] = "sometimes"
+
+    with pytest.raises(ValueError, match="calibration='sometimes'"):
+        load(rewrite(path, tmp_path / "bad", bad))
 
 
 # --------------------------------------------------------------- damage and crafted files
