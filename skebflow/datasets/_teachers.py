@@ -60,7 +60,7 @@ def make_teacher(
     r"""Build a random FC "teacher" flow whose density is known exactly.
 
     The flow has the architecture of the paper's FC model (``n_blocks`` dense layers
-    with smooth leaky ReLUs between them, see :func:`skebflow.nn._architectures.build_fc`),
+    with smooth leaky ReLUs between them, see ``skebflow.nn.build_fc``),
     so an ``EBFlowDensity(architecture="fc")`` student of the same depth can represent
     it exactly. Each dense weight is :math:`W = Q_1 \operatorname{diag}(e^{s}) Q_2^\top`
     with random orthogonal :math:`Q_1, Q_2` and :math:`s \sim U[-r, r]`
@@ -129,7 +129,7 @@ def sample_teacher(
     Parameters
     ----------
     teacher : EnergyFlow
-        A flow from :func:`make_teacher` (any float64 :class:`EnergyFlow` works).
+        A flow from :func:`make_teacher` (any float64 :class:`~skebflow.nn.EnergyFlow` works).
     n_samples : int, default=1000
         Number of samples, at least 1.
     random_state : int, numpy.random.Generator or None, default=None

@@ -326,7 +326,7 @@ class Permutation(ConstantJacobianLayer):
 class Whitening(ConstantJacobianLayer):
     r"""A fixed whitening map :math:`u = W (x - m)`, fitted to data, never trained.
 
-    :meth:`fit` sets :math:`m` to the data's mean and :math:`W = V \Lambda^{-1/2} V^\top`
+    ``fit`` sets :math:`m` to the data's mean and :math:`W = V \Lambda^{-1/2} V^\top`
     from the eigendecomposition :math:`\Sigma = V \Lambda V^\top` of their covariance
     (the ZCA whitening, the symmetric one: for uncorrelated standardized data it is the
     identity), each eigenvalue floored at ``min_variance`` times their mean, so that a
@@ -335,12 +335,11 @@ class Whitening(ConstantJacobianLayer):
     and a model file keeps them.
 
     A flow that starts with this layer is trained in the whitened coordinates: every
-    objective of :func:`skebflow.objectives.bind_objective` measures its loss on the
-    flow's remaining layers at :math:`u` (:meth:`EnergyFlow.after_whitening
-    <skebflow.nn._flow.EnergyFlow.after_whitening>`). Score matching is not invariant to
-    linear maps of the data, and on correlated tables it trains far better in whitened
-    coordinates; maximum likelihood is invariant (the layer adds the constant
-    :math:`\log|\det W|`).
+    objective of ``skebflow.objectives.bind_objective`` measures its loss on the
+    flow's remaining layers at :math:`u` (``EnergyFlow.after_whitening``). Score
+    matching is not invariant to linear maps of the data, and on correlated tables it
+    trains far better in whitened coordinates; maximum likelihood is invariant (the
+    layer adds the constant :math:`\log|\det W|`).
 
     Parameters
     ----------

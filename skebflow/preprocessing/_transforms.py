@@ -98,10 +98,10 @@ class Standardize(Transform):
 class Dequantize(Transform):
     """Uniform dequantization of integer-valued data (e.g. pixels).
 
-    Training draws ``x + U[0, 1)`` (:meth:`augment`); scoring uses the deterministic
-    cell centre ``x + 0.5`` (:meth:`forward`, log-Jacobian 0), so ``exp(score)`` is
+    Training draws ``x + U[0, 1)`` (``augment``); scoring uses the deterministic
+    cell centre ``x + 0.5`` (``forward``, log-Jacobian 0), so ``exp(score)`` is
     approximately the probability of the integer value (the density integrated over
-    its unit cell). :meth:`inverse` is ``floor``: sampling returns integers.
+    its unit cell). ``inverse`` is ``floor``: sampling returns integers.
 
     In a :class:`Chain`, ``Chain.augment`` returns ``x + U - 0.5`` so that the chain's
     ``forward`` (which adds the 0.5) hands ``x + U`` to the next stage, and later stages

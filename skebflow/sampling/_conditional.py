@@ -73,7 +73,7 @@ REFINE_STEPS = 20
 
 @dataclass
 class ImputationReport:
-    """Diagnostics of the chains of :func:`conditional_fill` (one entry per row).
+    """Diagnostics of the chains of ``skebflow.sampling.conditional_fill`` (one entry per row).
 
     ``EBFlowDensity.impute(..., return_report=True)`` returns it. Rows without missing
     entries (no chain) hold NaN.
