@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from skebflow.cli._commands import fit, sample, score
-from skebflow.cli._demo import DEMO_OBJECTIVES, demo
+from skebflow.cli._demo import DEMO_OBJECTIVES, DEMO_TABLES, demo
 from skebflow.cli._messages import EXIT_DATA, PROG, UsageError, exit_status, short_warnings
 from skebflow.cli._options import add_estimator_options
 from skebflow.datasets import TOY_DATASETS
@@ -30,7 +30,7 @@ commands:
   fit DATA MODEL      fit EBFlowDensity on a CSV or .npy file and save it (model file)
   score MODEL DATA    print the log-density of each row of DATA (one per line)
   sample MODEL OUT    draw samples into a CSV or .npy file
-  demo                fit on a built-in 2-D data set next to KDE and a Gaussian mixture
+  demo                fit on a 2-D set and on digits next to KDE and a Gaussian mixture
   bench               the benchmarks (python -m skebflow bench --help)
 
 Exit status: 0 success, 1 a file or the data cannot be used, 2 a mistake in the
@@ -147,14 +147,24 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    p = command("demo", "Fit every objective on a built-in 2-D data set.", demo)
+    p = command(
+        "demo", "Fit every objective on a built-in 2-D data set, the default on digits.", demo
+    )
     p.add_argument("--dataset", choices=TOY_DATASETS, default="checkerboard", help="2-D toy")
     p.add_argument("--n-samples", type=_positive_int, default=3000, help="training rows")
     p.add_argument("--max-iter", type=_positive_int, default=60, help="epochs per model")
     p.add_argument(
         "--objectives", nargs="+", default=list(DEMO_OBJECTIVES), help="one model per objective"
     )
-    p.add_argument("--output", default="demo-output", help="folder for the picture")
+    p.add_argument(
+        "--table", choices=DEMO_TABLES, default="digits", help="a real table next ('none': skip)"
+    )
+    p.add_argument(
+        "--table-max-iter",
+        type=_positive_int,
+        help="epochs of the table's flow (default: the estimator's)",
+    )
+    p.add_argument("--output", default="demo-output", help="folder for the pictures")
     _add_common(p)
     commands.add_parser("bench", help="The benchmarks (see: bench --help).", add_help=False)
     p = command("fit", "Fit EBFlowDensity on a CSV or .npy file and save the model.", fit)
