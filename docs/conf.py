@@ -182,6 +182,25 @@ html_theme_options = {
     "footer_end": [],
 }
 html_show_sourcelink = False
+# Pages without sub-pages get no (empty) section navigation on the left.
+html_sidebars = {
+    page: []
+    for page in (
+        "index",
+        "getting_started",
+        "user_guide",
+        "cli",
+        "imputation",
+        "scaling",
+        "persistence",
+        "defaults",
+        "benchmarks",
+        "design",
+        "changelog",
+    )
+}
+# The page's table of contents names methods as fit(), not EBFlowDensity.fit().
+toc_object_entries_show_parents = "hide"
 
 # -- Stopgaps for docstrings of files this configuration may not fix ----------------------
 # skebflow/estimators/* docstrings name two objects that resolve to no documented target;
