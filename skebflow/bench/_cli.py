@@ -52,6 +52,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -446,8 +447,35 @@ Example:
 """
 
 
+def _plain_help(doc: str) -> str:
+    r"""Return a docstring as ``--help`` text: no Examples section, no reST markup.
+
+    ``:mod:`x``` and ````x```` become ``x``, so the terminal shows what a reader means.
+
+    Parameters
+    ----------
+    doc : str
+        A numpydoc docstring.
+
+    Returns
+    -------
+    str
+        The text before its Examples section, without reST roles and literals.
+
+    Examples
+    --------
+    >>> _plain_help("Use ``speed``; see :mod:`skebflow.bench._speed`.\n\nExamples\n--------\n")
+    'Use speed; see skebflow.bench._speed.'
+    """
+    text = doc.split("\nExamples\n--------", 1)[0]
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "").strip()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m skebflow bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m skebflow bench", description=_plain_help(__doc__)
+    )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = parser.add_subparsers(dest="command", required=True)
     speed = commands.add_parser("speed", help="time per training step of every objective")
