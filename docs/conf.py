@@ -161,6 +161,25 @@ sphinx_gallery_conf = {
     "min_reported_time": 1,
     "show_memory": False,
 }
+
+
+def _forget_removed_examples() -> None:
+    """Delete the gallery pages of examples that no longer exist (renamed or removed).
+
+    sphinx-gallery rewrites the pages of the examples it finds and leaves the others, whose
+    orphaned pages would fail the build ("document isn't included in any toctree").
+    """
+    gallery = Path(__file__).resolve().parent / sphinx_gallery_conf["gallery_dirs"]
+    examples = ROOT / "examples"
+    for page in gallery.glob("*.rst"):
+        if page.stem in ("index", "sg_execution_times"):
+            continue
+        if not (examples / f"{page.stem}.py").exists():
+            for stale in gallery.glob(f"{page.stem}.*"):  # .rst, .py, .ipynb, .zip, .md5, ...
+                stale.unlink()
+
+
+_forget_removed_examples()
 if os.environ.get("SKEBFLOW_EXAMPLES_QUICK"):
     print("docs: SKEBFLOW_EXAMPLES_QUICK is set: the gallery runs the examples' quick mode")
 
