@@ -36,6 +36,7 @@ from skebflow.estimators._record import detector_record
 __all__ = [
     "AUTO_CONTAMINATION",
     "CALIBRATION_FOLDS",
+    "CALIBRATION_MAX_VALIDATION_FRACTION",
     "CALIBRATION_MIN_FLAGGED",
     "EBFlowOutlierDetector",
 ]
@@ -52,6 +53,11 @@ AUTO_CONTAMINATION = 0.01
 #: ``docs/user_guide.md``), where out-of-fold scores stayed within 2.6 points.
 CALIBRATION_MIN_FLAGGED = 30.0
 CALIBRATION_FOLDS = 5
+#: The default flow (``estimator=None``) holds out up to this share of the rows for early
+#: stopping, instead of its usual ``validation_fraction``, when that is what it takes for
+#: the validation rows to set the threshold: one fit instead of ``1 + CALIBRATION_FOLDS``
+#: (10,000 rows at ``contamination="auto"``: 3,000 validation rows, 30 expected flags).
+CALIBRATION_MAX_VALIDATION_FRACTION = 0.3
 
 
 class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
@@ -129,7 +135,8 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
     calibration_ : str
         Which held-out scores set ``offset_``: ``"validation"`` (the rows an
         ``EBFlowDensity`` held out for early stopping, when their number times
-        ``contamination`` is at least 30), ``"cross-fitted"`` (every training row scored
+        ``contamination`` is at least 30; the default flow holds out up to 30 % of the
+        rows to get there), ``"cross-fitted"`` (every training row scored
         by one of 5 models fitted without its fold: 5 more fits) or ``"training"``
         (``novelty=False``, or fewer than 10 rows: the training scores themselves).
     n_features_in_ : int
@@ -217,12 +224,24 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
             return EBFlowDensity(random_state=self.random_state)
         return self.estimator
 
-    def _make_estimator(self) -> object:
-        """Return the unfitted density estimator to fit, seeded by ``random_state``."""
+    def _make_estimator(self, n_samples: int, contamination: float) -> object:
+        """Return the unfitted density estimator to fit, seeded by ``random_state``.
+
+        The default flow holds out enough rows for its validation scores to set the
+        threshold when at most :data:`CALIBRATION_MAX_VALIDATION_FRACTION` suffices.
+        """
         if self.estimator is None:
             # A fresh default, not a clone: a RandomState instance is shared, not copied,
             # so that successive fits draw different seeds from it.
-            return self._estimator()
+            estimator = self._estimator()
+            if self.novelty:
+                needed = CALIBRATION_MIN_FLAGGED / (contamination * n_samples)
+                usual = estimator.validation_fraction
+                if usual < needed <= CALIBRATION_MAX_VALIDATION_FRACTION:
+                    # a little above, so that rounding the split keeps enough rows
+                    fraction = min(needed * 1.01, CALIBRATION_MAX_VALIDATION_FRACTION)
+                    estimator.set_params(validation_fraction=fraction)
+            return estimator
         estimator = clone(self.estimator)
         if self.random_state is not None:
             _set_random_states(estimator, self.random_state)
@@ -281,7 +300,7 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
         contamination = (
             AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
         )
-        estimator = self._make_estimator().fit(X)
+        estimator = self._make_estimator(X.shape[0], contamination).fit(X)
         scores, calibration = _held_out_scores(self, estimator, X, contamination)
         name = type(estimator).__name__
         if np.isnan(scores).any():

@@ -390,3 +390,42 @@ def test_bad_random_state(planted, random_state):
     X, _ = planted
     with pytest.raises(ValueError, match="random_state"):
         detector(random_state=random_state).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "contamination", "fraction"),
+    [
+        (2_500, 0.05, 0.2424),  # 30 / (0.05 * 2500) = 0.24, a little above
+        (10_000, 0.01, 0.3),  # contamination="auto": 3,000 validation rows
+        (1_000, 0.01, 0.1),  # would need all the rows: cross-fitted, usual fraction
+        (100_000, 0.01, 0.1),  # the usual 10 % is enough
+    ],
+)
+def test_default_flow_holds_out_enough_rows_to_set_the_threshold(
+    n_samples: int, contamination: float, fraction: float
+) -> None:
+    """Up to 30 % of the rows held out by the default flow (one fit) instead of the 5 more
+    fits of a cross-fitted threshold; a given estimator and ``novelty=False`` keep theirs."""
+    made = EBFlowOutlierDetector()._make_estimator(n_samples, contamination)
+    assert made.validation_fraction == pytest.approx(fraction, abs=1e-4)
+    assert made.validation_fraction * n_samples * contamination >= 30 or fraction == 0.1
+    outlier = EBFlowOutlierDetector(novelty=False)._make_estimator(n_samples, contamination)
+    assert outlier.validation_fraction == 0.1
+    given = EBFlowOutlierDetector(estimator=EBFlowDensity())
+    assert given._make_estimator(n_samples, contamination).validation_fraction == 0.1
+
+
+def test_default_detector_sets_its_threshold_in_one_fit(monkeypatch):
+    """2,500 rows at contamination 0.05: the validation rows set the threshold, no folds."""
+    fits = []
+    original = EBFlowDensity.fit
+
+    def counted(self: EBFlowDensity, X: object, y: object = None) -> EBFlowDensity:
+        fits.append(len(X))
+        return original(self.set_params(max_iter=3), X, y)
+
+    monkeypatch.setattr(EBFlowDensity, "fit", counted)
+    X = np.random.default_rng(0).normal(size=(2_500, 2))
+    det = fit_quietly(EBFlowOutlierDetector(contamination=0.05, random_state=0), X)
+    assert fits == [2_500] and det.calibration_ == "validation"
+    assert len(det.estimator_._validation_index) * 0.05 >= 30
