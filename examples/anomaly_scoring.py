@@ -28,10 +28,11 @@ from sklearn.metrics import roc_auc_score
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow.datasets import make_toy
 
-# sphinx_gallery_start_ignore
-# Plumbing for the test suite: a quick mode (fewer epochs) and a folder to save the
-# figures in; neither is needed to use skebflow.
+# The test suite runs a quick version (fewer epochs):
+# SKEBFLOW_EXAMPLES_QUICK=1 or --quick.
 QUICK = os.environ.get("SKEBFLOW_EXAMPLES_QUICK") == "1" or "--quick" in sys.argv
+# sphinx_gallery_start_ignore
+# The test suite also asks for the figures in a folder.
 FIGDIR = os.environ.get("SKEBFLOW_EXAMPLES_FIGDIR")
 # sphinx_gallery_end_ignore
 

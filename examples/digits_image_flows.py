@@ -26,10 +26,11 @@ from sklearn.exceptions import ConvergenceWarning
 from skebflow import EBFlowDensity
 from skebflow.datasets import load_digits_integer
 
-# sphinx_gallery_start_ignore
-# Plumbing for the test suite: a quick mode (fewer images and epochs) and a folder to
-# save the figures in; neither is needed to use skebflow.
+# The test suite runs a quick version (fewer images and epochs):
+# SKEBFLOW_EXAMPLES_QUICK=1 or --quick.
 QUICK = os.environ.get("SKEBFLOW_EXAMPLES_QUICK") == "1" or "--quick" in sys.argv
+# sphinx_gallery_start_ignore
+# The test suite also asks for the figures in a folder.
 FIGDIR = os.environ.get("SKEBFLOW_EXAMPLES_FIGDIR")
 # sphinx_gallery_end_ignore
 

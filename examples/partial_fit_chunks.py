@@ -31,10 +31,11 @@ from skebflow.datasets import (
     sample_mixture_teacher,
 )
 
-# sphinx_gallery_start_ignore
-# Plumbing for the test suite: a quick mode (fewer chunks) and a folder to save the
-# figures in; neither is needed to use skebflow.
+# The test suite runs a quick version (fewer chunks):
+# SKEBFLOW_EXAMPLES_QUICK=1 or --quick.
 QUICK = os.environ.get("SKEBFLOW_EXAMPLES_QUICK") == "1" or "--quick" in sys.argv
+# sphinx_gallery_start_ignore
+# The test suite also asks for the figures in a folder.
 FIGDIR = os.environ.get("SKEBFLOW_EXAMPLES_FIGDIR")
 # sphinx_gallery_end_ignore
 
