@@ -1,7 +1,8 @@
 """The built site renders: screenshots of three pages in headless Chromium, checked.
 
 Opens the home page, the API page of ``EBFlowDensity`` and a gallery page with a figure
-from ``docs/_build/html`` (``make docs``), takes a 1280x1600 screenshot of each into
+from ``docs/_build/html`` (``make docs``), takes a 1280x1600 screenshot of each (1280x4000
+for the gallery page, so that its figure is in the picture) into
 ``docs/_build/site-check/`` and checks that each page has its title and is not blank, and
 that the gallery page shows a figure that is not blank either.
 
@@ -28,6 +29,7 @@ SITE = ROOT / "docs" / "_build" / "html"
 SHOTS = ROOT / "docs" / "_build" / "site-check"
 REQUIRED = os.environ.get("SKEBFLOW_SITE_CHECK") == "required"
 WINDOW = (1280, 1600)
+GALLERY_HEIGHT = 4000
 
 
 def _unavailable(reason: str) -> None:
@@ -57,8 +59,8 @@ def image_module():
     return pytest.importorskip("PIL.Image", reason="pillow reads the screenshots")
 
 
-def screenshot(chromium: str, page: Path, name: str) -> Path:
-    """Render ``page`` in headless Chromium into ``SHOTS/name.png``."""
+def screenshot(chromium: str, page: Path, name: str, height: int = WINDOW[1]) -> Path:
+    """Render ``page`` in a window ``WINDOW[0]`` wide into ``SHOTS/name.png``."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     out = SHOTS / f"{name}.png"
     out.unlink(missing_ok=True)
@@ -78,7 +80,7 @@ def screenshot(chromium: str, page: Path, name: str) -> Path:
                 "--virtual-time-budget=5000",
                 f"--user-data-dir={profile}",
                 f"--screenshot={out}",
-                f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                f"--window-size={WINDOW[0]},{height}",
                 page.as_uri(),
             ],
             check=True,
@@ -110,13 +112,20 @@ def title_of(page: Path) -> str:
 
 
 def gallery_page_with_figure(site: Path) -> tuple[Path, Path]:
-    """The first gallery page that shows a figure, and that figure's file."""
+    """The gallery page whose first figure comes earliest, and that figure's file."""
+    found = []
     for page in sorted((site / "auto_examples").glob("*.html")):
-        for tag in re.findall(r"<img\b[^>]*>", page.read_text(encoding="utf-8")):
-            figure = re.search(r'class\s*=\s*"[^"]*sphx-glr-(?:single|multi)-img', tag)
-            src = re.search(r'\bsrc\s*=\s*"([^"]+)"', tag)
+        text = page.read_text(encoding="utf-8")
+        for tag in re.finditer(r"<img\b[^>]*>", text):
+            figure = re.search(r'class\s*=\s*"[^"]*sphx-glr-(?:single|multi)-img', tag.group())
+            src = re.search(r'\bsrc\s*=\s*"([^"]+)"', tag.group())
             if figure and src:
-                return page, (page.parent / html.unescape(src.group(1))).resolve()
+                image = (page.parent / html.unescape(src.group(1))).resolve()
+                found.append((tag.start(), page, image))
+                break
+    if found:
+        _, page, image = min(found)
+        return page, image
     if not list((site / "_images").glob("sphx_glr_*_00[0-9].png")):
         _unavailable("the gallery was built without running the examples (plot_gallery=0)")
     pytest.fail("no gallery page in docs/_build/html/auto_examples shows a figure")
@@ -147,4 +156,8 @@ def test_gallery_page_shows_a_figure(site: Path, chromium: str, image_module) ->
     page, figure = gallery_page_with_figure(site)
     assert figure.is_file(), f"{page.name} shows {figure}, which is not in the site"
     assert_not_blank(pixels(image_module, figure), f"the figure {figure.name}", min_ink=0.02)
-    assert_not_blank(pixels(image_module, screenshot(chromium, page, "gallery")), page.name)
+    # tall enough to reach the figure below the example's first code cells
+    shot = screenshot(chromium, page, "gallery", height=GALLERY_HEIGHT)
+    grey = pixels(image_module, shot)
+    assert grey.shape == (GALLERY_HEIGHT, WINDOW[0])
+    assert_not_blank(grey, page.name)
