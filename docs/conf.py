@@ -111,7 +111,8 @@ _PLAIN_TYPES = (
     "array_like",
 )
 numpydoc_xref_ignore |= set(_PLAIN_TYPES)
-# Our own short names resolve to their documented page; Python's builtins to the builtins.
+# Our own short names resolve to their documented pages; numpy's, torch's and
+# scikit-learn's short names to their full names (left unresolved, below).
 numpydoc_xref_aliases = {
     **{name: name for name in _PLAIN_TYPES},
     "EBFlowDensity": "skebflow.EBFlowDensity",
