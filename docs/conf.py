@@ -221,32 +221,3 @@ html_sidebars = {
 }
 # The page's table of contents names methods as fit(), not EBFlowDensity.fit().
 toc_object_entries_show_parents = "hide"
-
-# -- Stopgaps for docstrings of files this configuration may not fix ----------------------
-# skebflow/estimators/* docstrings name two objects that resolve to no documented target;
-# each entry is the exact reference, to be fixed in the docstring and then removed here.
-nitpick_ignore += [
-    # EBFlowDensity.impute: ":class:`ImputationReport`" (should be
-    # ":class:`~skebflow.estimators.ImputationReport`").
-    ("py:class", "ImputationReport"),
-    # EBFlowDensity: ":class:`skebflow.objectives._regularizers.SingularValueBarrier`", a
-    # private path (the public one is skebflow.objectives.SingularValueBarrier).
-    ("py:class", "skebflow.objectives._regularizers.SingularValueBarrier"),
-    # EBFlowDensity.sample: ":meth:`KernelDensity.sample`" (scikit-learn's; external).
-    ("py:meth", "KernelDensity.sample"),
-]
-
-
-def _quote_shape_attributes(app, what, name, obj, options, lines):  # noqa: ANN001, ANN202
-    """Quote ``(n_features_in_,)`` in the estimators' attribute types.
-
-    ``feature_names_in_ : ndarray of shape (n_features_in_,)`` in EBFlowDensity,
-    EBFlowOutlierDetector and EBFlowImputer (skebflow/estimators/*) reads as a reST
-    reference to a target ``n_features_in``; scikit-learn writes ``(`n_features_in_`,)``.
-    """
-    for i, line in enumerate(lines):
-        lines[i] = line.replace("(n_features_in_,)", "(``n_features_in_``,)")
-
-
-def setup(app):  # noqa: ANN001, ANN201, D103
-    app.connect("autodoc-process-docstring", _quote_shape_attributes)

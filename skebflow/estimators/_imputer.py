@@ -101,7 +101,7 @@ class EBFlowImputer(ModelFileMixin, OneToOneFeatureMixin, TransformerMixin, Base
         (acceptance rates, split-R̂; ``None`` when the training data had no NaN).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit (only when ``X`` has string column names).
 
     See Also

@@ -141,7 +141,7 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
         (``novelty=False``, or fewer than 10 rows: the training scores themselves).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit (only when ``X`` has string column names).
 
     See Also
