@@ -143,9 +143,11 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         paper's CNN (7×7 convolutions, smooth leaky ReLUs, 2×2 squeezes), ``"glow"`` a
         multi-scale Glow. The linear layers are unconstrained and enter only the
         log-normalizer. ``"auto"``: ``"conv"`` with ``image_shape``, else ``"spline"``
-        up to 128 features and ``"fc"`` above; for ``objective="ssm"`` or ``"sm"``,
-        whose loss needs a twice-differentiable energy (a spline's is not), ``"coupling"``
-        instead of ``"spline"`` (``docs/defaults.md``).
+        up to 128 features and above that ``"coupling"`` for maximum likelihood,
+        ``"fc"`` for score matching; for ``objective="ssm"`` or ``"sm"``, whose loss
+        needs a twice-differentiable energy (a spline's is not), ``"coupling"`` instead
+        of ``"spline"``, as for ``"dsm"`` and ``"fdssm"`` above 2 features
+        (``docs/defaults.md``).
     n_blocks : int or None, default=None
         Number of blocks (``None``: 4 for spline, autoregressive and coupling, 2 for fc,
         3 for conv and 2 levels for glow, fewer if the image allows fewer 2×2 squeezes).
@@ -174,7 +176,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
     min_singular_value : float, "auto" or None, default="auto"
         Score-matching objectives only: add a soft barrier that keeps the singular
         values of the dense layers above this value
-        (:class:`skebflow.objectives._regularizers.SingularValueBarrier`). Score matching
+        (:class:`skebflow.objectives.SingularValueBarrier`). Score matching
         can otherwise drive a dense layer towards singularity, which leaks probability
         mass away from the data (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in
         preprocessed units) for the score-matching objectives when ``preprocessing`` is
@@ -278,7 +280,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         :math:`\log Z` of ``flow_``, computed once after training.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit (only when ``X`` has string column names).
     n_iter_ : int
         Epochs run.
@@ -785,7 +787,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples, n_features)
-            The samples (only ``X``, as :meth:`KernelDensity.sample`).
+            The samples (only ``X``, as ``sklearn.neighbors.KernelDensity.sample``).
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
@@ -846,7 +848,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
             MALA's step in whitened units; ``"auto"`` adapts it per row during burn-in
             towards an acceptance rate of 0.574.
         return_report : bool, default=False
-            Also return the chains' :class:`ImputationReport`.
+            Also return the chains' :class:`~skebflow.estimators.ImputationReport`.
         random_state : int, RandomState instance or None, default=None
             Seeds a local generator; the global RNGs are never touched.
 
