@@ -63,8 +63,8 @@ __all__ = [
 ]
 
 #: Above this many features ``architecture="auto"`` leaves the spline flow (whose cost
-#: grows fastest with the width): :data:`AUTO_WIDE_ML_ARCHITECTURE` for maximum
-#: likelihood, the paper's FC flow for the score-matching objectives.
+#: grows fastest with the width): :data:`AUTO_WIDE_ML_ARCHITECTURE` for ``"ml"``, the
+#: paper's FC flow for every other objective.
 AUTO_SPLINE_MAX_FEATURES = 128
 #: ``architecture="auto"`` for maximum likelihood above :data:`AUTO_SPLINE_MAX_FEATURES`
 #: features: affine couplings, the best held-out likelihood of the tabular architectures
@@ -207,8 +207,8 @@ def auto_architecture(n_features: int, *, image: bool = False, objective: str = 
     features, the objectives of :data:`SECOND_ORDER_OBJECTIVES` get
     :data:`AUTO_SMOOTH_ARCHITECTURE` instead of the spline flow, whose energy is not twice
     differentiable, and so do DSM and FDSSM above :data:`AUTO_SCORE_SPLINE_MAX_FEATURES`.
-    Above 128 features maximum likelihood gets :data:`AUTO_WIDE_ML_ARCHITECTURE` and the
-    score-matching objectives the paper's FC flow (``objective="auto"`` is SSM from 2048
+    Above 128 features maximum likelihood (``"ml"``) gets :data:`AUTO_WIDE_ML_ARCHITECTURE`
+    and every other objective the paper's FC flow (``objective="auto"`` is SSM from 2048
     features on, where the FC flow wins on time to quality).
 
     Examples

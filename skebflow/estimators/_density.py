@@ -135,16 +135,17 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
     Parameters
     ----------
     architecture : str, default="auto"
-        Flow family (``docs/user_guide.md``, "Architectures"). ``"spline"``: ``n_blocks``
-        × [ActNorm → Dense → rational-quadratic spline coupling] → Dense;
+        Flow family (``docs/user_guide.md``, "Choosing an objective and an
+        architecture"). ``"spline"``: ``n_blocks`` × [ActNorm → Dense →
+        rational-quadratic spline coupling] → Dense;
         ``"autoregressive"``: the same with masked autoregressive splines;
         ``"coupling"``: with affine couplings; ``"fc"``: the paper's Dense → smooth
         leaky ReLU → Dense. The image flows need ``image_shape``: ``"conv"`` is the
         paper's CNN (7×7 convolutions, smooth leaky ReLUs, 2×2 squeezes), ``"glow"`` a
         multi-scale Glow. The linear layers are unconstrained and enter only the
         log-normalizer. ``"auto"``: ``"conv"`` with ``image_shape``, else ``"spline"``
-        up to 128 features and above that ``"coupling"`` for maximum likelihood,
-        ``"fc"`` for score matching; for ``objective="ssm"`` or ``"sm"``, whose loss
+        up to 128 features and above that ``"coupling"`` for ``objective="ml"``,
+        ``"fc"`` for the other objectives; for ``objective="ssm"`` or ``"sm"``, whose loss
         needs a twice-differentiable energy (a spline's is not), ``"coupling"`` instead
         of ``"spline"``, as for ``"dsm"`` and ``"fdssm"`` above 2 features
         (``docs/defaults.md``).
@@ -178,7 +179,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         values of the dense layers above this value
         (:class:`skebflow.objectives.SingularValueBarrier`). Score matching
         can otherwise drive a dense layer towards singularity, which leaks probability
-        mass away from the data (``docs/benchmarks.md``). ``"auto"`` is 0.2 (in
+        mass away from the data (``docs/benchmark_history.md``, §2). ``"auto"`` is 0.2 (in
         preprocessed units) for the score-matching objectives when ``preprocessing`` is
         set, and no barrier otherwise (maximum likelihood has its own, the determinant;
         without preprocessing the data's units are unknown). ``None`` adds nothing.
@@ -220,7 +221,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
         samples, 64 for 1,300, 32 for 100.
     lr_schedule : {"plateau", "constant"}, default="plateau"
         ``"plateau"`` halves the learning rate after 0.6 times ``n_iter_no_change``
-        epochs (a quarter for the score-matching objectives) without an improvement of
+        epochs (a quarter for every objective but ``"ml"``) without an improvement of
         the monitored score (the validation log-likelihood, or the training loss
         without early stopping).
     max_iter : int, default=200

@@ -50,7 +50,7 @@ AUTO_CONTAMINATION = 0.01
 #: else out-of-fold scores from this many folds. Fewer validation rows place the quantile
 #: too roughly, and early stopping picked the model on them: at 10 expected flags, 100
 #: validation rows of moons flagged 16.3 % of fresh inliers at 0.1 (`bench detector`,
-#: ``docs/user_guide.md``), where out-of-fold scores stayed within 2.6 points.
+#: ``docs/user_guide_details.md``), where out-of-fold scores stayed within 2.6 points.
 CALIBRATION_MIN_FLAGGED = 30.0
 CALIBRATION_FOLDS = 5
 #: The default flow (``estimator=None``) holds out up to this share of the rows for early
@@ -80,7 +80,7 @@ class EBFlowOutlierDetector(ModelFileMixin, OutlierMixin, BaseEstimator):
         Expected proportion of outliers in the data; it sets the threshold: ``offset_``
         is the ``100 * contamination`` percentile of held-out log-densities of the
         training rows, so about that fraction of fresh data like the training set is
-        flagged (measured in ``docs/user_guide.md``, "Outlier detection").
+        flagged (measured in ``docs/user_guide_details.md``, "Outlier detection").
 
         - If float, it must lie in (0, 0.5].
         - If "auto", the threshold is the 1 % quantile of the held-out log-densities,

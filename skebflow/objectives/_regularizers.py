@@ -4,7 +4,7 @@ Maximum likelihood cannot make a dense layer singular: its loss contains
 :math:`-\log|\det W|`. Score matching can, because the energy has no determinant: a
 nearly singular :math:`W` makes the energy nearly flat along one direction, the density
 nearly improper, and its mass leaks far from the data, where a Fisher divergence measured
-at data points does not look (``docs/benchmarks.md``). :class:`SingularValueBarrier` adds
+at data points does not look (``docs/benchmark_history.md``, §2). :class:`SingularValueBarrier` adds
 
 .. math:: \lambda \sum_{\text{dense } W} \sum_{i \in T(W)}
           \max\!\left(0,\ 1 - \frac{u_i^\top W v_i}{\tau}\right)^2
@@ -26,7 +26,7 @@ the time in which the smallest singular value, falling at the rate seen between 
 two searches, would reach :math:`2\tau`. On a
 flow whose layers stay well conditioned the search thus costs a few factorizations per
 thousand steps; on one that score matching pushes towards singularity it is as frequent
-as with a fixed ``refresh`` (``docs/benchmarks.md`` measures both).
+as with a fixed ``refresh`` (``docs/benchmark_history.md``, §1, measures both).
 
 A trainer that validates calls :meth:`SingularValueBarrier.after_validation` with the
 validated weights (the EMA copy), whose dense layers cached the factorization that the

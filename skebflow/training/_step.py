@@ -26,7 +26,7 @@ def make_optimizer(parameters: list[Tensor], learning_rate: float) -> torch.opti
     """Return Adam, fused into one kernel per step where torch supports it (CPU, CUDA).
 
     The fused update is several times faster than the per-parameter one for large dense
-    layers (measured in ``docs/benchmarks.md``).
+    layers (measured in ``docs/benchmark_history.md``, §1).
 
     Parameters
     ----------
