@@ -77,19 +77,3 @@ def test_fit_bounds_its_epochs_and_validation_rows_and_partial_fit_takes_whole_c
     assert settings.train_config(10**6, whole_passes=True).max_epoch_rows is None
     assert round(settings.train_config(10**6).ema_decay, 4) == 0.95  # one 20-step epoch
 
-
-@pytest.mark.parametrize(
-    ("n_features", "objective", "architecture"),
-    [(128, "auto", "spline"), (129, "auto", "coupling"), (129, "ssm", "fc"), (129, "dsm", "fc")],
-)
-def test_auto_architecture_above_128_features(
-    n_features: int, objective: str, architecture: str
-) -> None:
-    """Maximum likelihood gets the coupling flow above 128 features (the best measured
-    there, ``docs/defaults.md``), score matching the paper's FC flow."""
-    X = np.random.default_rng(0).normal(size=(40, n_features))
-    est = EBFlowDensity(objective=objective, max_iter=1, random_state=0)
-    with quietly():
-        est.fit(X)
-    assert est.architecture_ == architecture
-    assert np.isfinite(est.score(X))

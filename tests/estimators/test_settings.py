@@ -19,7 +19,13 @@ def _resolved(est: EBFlowDensity, n_features: int) -> tuple[str, str]:
 
 @pytest.mark.parametrize(
     ("n_features", "architecture", "objective"),
-    [(2, "spline", "ml"), (128, "spline", "ml"), (129, "fc", "ml"), (2048, "fc", "ssm")],
+    [
+        (2, "spline", "ml"),
+        (128, "spline", "ml"),
+        (129, "coupling", "ml"),  # the best measured above 128 features (docs/defaults.md)
+        (2047, "coupling", "ml"),
+        (2048, "fc", "ssm"),
+    ],
 )
 def test_auto_choices_follow_the_documented_thresholds(n_features, architecture, objective):
     settings = resolve_settings(EBFlowDensity().get_params(), n_features)
