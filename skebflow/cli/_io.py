@@ -558,6 +558,8 @@ def save_array(
             sys.stdout.flush()
         else:
             np.savetxt(path, array, delimiter=",", fmt="%.17g", **_header(columns))
+    except BrokenPipeError:  # `score ... | head`: the reader left; main says nothing
+        raise
     except OSError as error:
         raise DataError(f"cannot write {path}: {error.strerror or first_line(error)}") from error
 
