@@ -261,7 +261,8 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
     verbose : int, default=0
         0 silent, 1 a progress bar, 2 a line per epoch; 1 and 2 end with a summary line
         (epochs run, why training stopped, the best epoch and its validation score, the
-        time).
+        time). With 1, ``impute`` and ``sample_conditional`` (and so ``EBFlowImputer``)
+        show a progress bar of their MCMC steps too, with a time estimate.
     warm_start : bool, default=False
         Continue from the previous fit (and its preprocessing) when refitting. A fit
         with ``warm_start=True`` keeps its trainer (weights, Adam's moments, schedule,
@@ -895,6 +896,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
             n_chains=n_chains,
             step_size=step,
             generator=generator,
+            progress=self.verbose == 1,
         )
         n_imputed = int(missing.any(dim=1).sum())
         if n_imputed and report.not_mixed.sum() > WARN_FRACTION * n_imputed:
@@ -962,6 +964,7 @@ class EBFlowDensity(ModelFileMixin, DensityMixin, BaseEstimator):
             n_samples=n_samples,
             n_steps=n_steps,
             generator=generator,
+            progress=self.verbose == 1,
         )
         return to_numpy(draws)
 

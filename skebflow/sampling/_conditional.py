@@ -25,12 +25,13 @@ References
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from skebflow.nn import EnergyFlow
 from skebflow.preprocessing import Chain
@@ -177,12 +178,15 @@ def _run_batches(
     missing: Tensor,
     options: ChainOptions,
     generator: torch.Generator,
+    *,
+    progress: bool = False,
 ) -> list[_Batch]:
     """Run the chains of the rows with missing entries, in batches of rows.
 
     Returns ``(row indices, run, None)`` per batch of partly observed rows and
     ``(row indices, None, exact joint draws (rows, n_chains, D))`` for the rows
-    with nothing observed.
+    with nothing observed. With ``progress``, a bar counts the steps of every batch
+    (with its time estimate) on stderr.
     """
     d = x.shape[1]
     partial_rows = missing.any(dim=1) & ~missing.all(dim=1)
@@ -195,17 +199,28 @@ def _run_batches(
     # initial proposals and states take about 0.3 MB per row at D = 10: 20,000 rows in one
     # batch peaked at 5 GB).
     batch = max(1, min(MAX_PRECONDITIONER_ENTRIES // (d * d), MAX_CHAIN_ROWS))
-    for chunk in rows.split(batch) if len(rows) else ():
-        run = run_chains(
-            flow.energy,
-            y[chunk],
-            missing[chunk],
-            samples,
-            statistic=partial(to_x, chain),
-            options=options,
-            generator=generator,
-        )
-        out.append((chunk, run, None))
+    chunks = list(rows.split(batch)) if len(rows) else []
+    bar = tqdm(
+        total=max(options.n_steps, 1) * len(chunks),
+        desc="MCMC steps",
+        leave=False,
+        disable=not (progress and chunks),
+    )
+    options = replace(options, on_step=partial(bar.update, 1))
+    try:
+        for chunk in chunks:
+            run = run_chains(
+                flow.energy,
+                y[chunk],
+                missing[chunk],
+                samples,
+                statistic=partial(to_x, chain),
+                options=options,
+                generator=generator,
+            )
+            out.append((chunk, run, None))
+    finally:
+        bar.close()
     empty_rows = torch.nonzero(missing.all(dim=1)).flatten()
     if len(empty_rows):
         with torch.no_grad():
@@ -224,6 +239,7 @@ def conditional_fill(
     n_chains: int = N_CHAINS,
     step_size: float | None = None,
     generator: torch.Generator,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor, ImputationReport]:
     """Conditional means, one conditional draw per row, and the chains' report.
 
@@ -244,6 +260,8 @@ def conditional_fill(
         A fixed MALA step (whitened units); ``None`` adapts it per row.
     generator : torch.Generator
         The source of every random number.
+    progress : bool, default=False
+        Show a progress bar of the MCMC steps, with a time estimate, on stderr.
 
     Returns
     -------
@@ -276,7 +294,9 @@ def conditional_fill(
     options = ChainOptions(n_steps=n_steps, n_chains=n_chains, step_size=step_size)
     mean, draw = x.clone(), x.clone()
     report = _blank_report(x.shape[0], n_steps, n_chains)
-    for rows, run, joint in _run_batches(flow, chain, x, missing, options, generator):
+    for rows, run, joint in _run_batches(
+        flow, chain, x, missing, options, generator, progress=progress
+    ):
         if run is None:  # rows with nothing observed (one batch, the last)
             mean[rows] = _model_mean(flow, chain, generator).expand(len(rows), -1)
             draw[rows] = joint[:, 0]
@@ -319,6 +339,7 @@ def conditional_draws(
     n_samples: int = 1,
     n_steps: int = N_STEPS,
     generator: torch.Generator,
+    progress: bool = False,
 ) -> Tensor:
     """Draw the missing entries of each row given its observed entries.
 
@@ -342,6 +363,8 @@ def conditional_draws(
         Steps per chain.
     generator : torch.Generator
         The source of every random number.
+    progress : bool, default=False
+        Show a progress bar of the MCMC steps, with a time estimate, on stderr.
 
     Returns
     -------
@@ -360,7 +383,8 @@ def conditional_draws(
     """
     options = ChainOptions(n_steps=n_steps, n_chains=n_samples)
     draws = x[:, None, :].repeat(1, n_samples, 1)
-    for rows, run, joint in _run_batches(flow, chain, x, missing, options, generator):
+    batches = _run_batches(flow, chain, x, missing, options, generator, progress=progress)
+    for rows, run, joint in batches:
         draws[rows] = to_x(chain, run.last) if run is not None else joint
     return torch.where(missing[:, None, :], draws, x[:, None, :])
 

@@ -116,6 +116,8 @@ class ChainOptions:
         target, as in the refinement of joint samples) instead of one per row. A step
         adapted from a single chain's own path biases that chain's state at the end of
         burn-in (measured in ``docs/imputation.md``); pooling many chains removes that.
+    on_step : callable or None, default=None
+        Called with no argument after every step (a progress bar's update).
 
     Examples
     --------
@@ -129,6 +131,7 @@ class ChainOptions:
     metropolis: bool = True
     independence: bool = True
     pooled: bool = False
+    on_step: Callable[[], None] | None = None
 
 
 @dataclass
@@ -562,6 +565,8 @@ def run_chains(
             tally.add(step - n_burn, chains.state, alpha, beta)
         elif opts.step_size is None:
             log_h = adapt_step(log_h, alpha, step, pooled=opts.pooled)
+        if opts.on_step is not None:
+            opts.on_step()
     _check_finite(chains.value)
     return tally.result(chains.state, free, torch.exp(log_h))
 

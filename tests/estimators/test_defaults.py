@@ -76,4 +76,3 @@ def test_fit_bounds_its_epochs_and_validation_rows_and_partial_fit_takes_whole_c
     assert settings.train_config(10**6).max_epoch_rows == auto.MAX_EPOCH_ROWS == 10_240
     assert settings.train_config(10**6, whole_passes=True).max_epoch_rows is None
     assert round(settings.train_config(10**6).ema_decay, 4) == 0.95  # one 20-step epoch
-

@@ -226,3 +226,20 @@ def test_bimodal_conditional_keeps_both_modes_in_proportion():
     assert np.median(report.rhat) < 1.1
     exact = float(w @ grid)
     assert abs(filled[:, 1].mean() - exact) < 0.1 and filled[:, 1].std() < 0.35
+
+
+def test_verbose_one_shows_the_chains_progress(gauss2, capsys):
+    """``verbose=1``: a bar of the MCMC steps (all batches, a time estimate) on stderr for
+    ``impute`` and ``sample_conditional``; ``verbose=0`` prints nothing."""
+    X = np.array([[0.3, np.nan], [np.nan, -0.2], [0.1, 0.4]])
+    gauss2.impute(X, n_steps=7, random_state=0)
+    assert capsys.readouterr().err == ""
+    gauss2.set_params(verbose=1)
+    try:
+        gauss2.impute(X, n_steps=7, random_state=0)
+        err = capsys.readouterr().err
+        assert "MCMC steps" in err and "/7 " in err  # 7 steps: the two partial rows, 1 batch
+        gauss2.sample_conditional(X, n_samples=2, n_steps=5, random_state=0)
+        assert "/5 " in capsys.readouterr().err
+    finally:
+        gauss2.set_params(verbose=0)
