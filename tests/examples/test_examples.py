@@ -29,7 +29,7 @@ TIMEOUT_S = 600
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None,
     reason="the examples draw with matplotlib, which is not installed "
-    '(pip install -e ".[examples]")',
+    '(pip install -e ".[test]" or ".[examples]")',
 )
 
 
